@@ -1,0 +1,365 @@
+//! Settings, read once from the environment at start-up and validated there.
+//!
+//! Every setting the app reads is named in this module (and documented in
+//! `local.settings.json.example` and the README). Values come through a lookup function so tests
+//! inject them without touching the process environment. Secrets live in [`Secret`], whose
+//! `Debug` and `Display` print `***`.
+
+pub mod acs;
+pub mod storage;
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use acs::AcsSettings;
+pub use storage::StorageSettings;
+
+/// The port the Functions host tells a custom handler to listen on.
+pub const PORT: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
+/// Where archives go (connection string, or the `RECORDINGS_STORAGE__*` identity settings).
+pub const RECORDINGS_STORAGE: &str = "RECORDINGS_STORAGE";
+/// Blob container for the archives.
+pub const RECORDINGS_CONTAINER: &str = "RECORDINGS_CONTAINER";
+/// `queue` (webhook enqueues, `RecordingTransfer` archives) or `inline`.
+pub const ARCHIVE_MODE: &str = "ARCHIVE_MODE";
+/// Queue the webhook enqueues transfer jobs on.
+pub const TRANSFER_QUEUE: &str = "TRANSFER_QUEUE";
+/// Largest webhook body accepted, in bytes.
+pub const WEBHOOK_MAX_BODY_BYTES: &str = "WEBHOOK_MAX_BODY_BYTES";
+
+/// Default container name.
+pub const DEFAULT_CONTAINER: &str = "recordings";
+/// Default transfer queue name.
+pub const DEFAULT_TRANSFER_QUEUE: &str = "recording-transfers";
+/// Event Grid sends at most about 1 MB per delivery (a batch stops growing at its preferred size,
+/// at most 1024 KB, and a single event is at most 1 MB). Twice that leaves room for JSON escaping
+/// and for whatever the Functions host adds, while still refusing absurd bodies.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// A value that must never reach a log line or a `Debug` dump.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    /// Wraps a secret value.
+    pub fn new(value: T) -> Self {
+        Secret(value)
+    }
+    /// The value itself, for the one place that signs or sends it.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl<T> fmt::Display for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A setting that is missing or cannot be used. The message always names the setting and never
+/// repeats a secret value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A required setting is absent or empty.
+    #[error("setting {name} is required: {hint}")]
+    Missing {
+        /// The setting's name.
+        name: String,
+        /// What it should hold.
+        hint: String,
+    },
+    /// A setting is present but unusable.
+    #[error("setting {name} is malformed: {reason}")]
+    Malformed {
+        /// The setting's name.
+        name: String,
+        /// What is wrong with it (never the secret value itself).
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn missing(name: &str, hint: impl Into<String>) -> Self {
+        ConfigError::Missing {
+            name: name.to_string(),
+            hint: hint.into(),
+        }
+    }
+    pub(crate) fn malformed(name: &str, reason: impl Into<String>) -> Self {
+        ConfigError::Malformed {
+            name: name.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Reads one setting; `None` when unset. Blank values count as unset, as the Functions portal
+/// stores cleared settings as empty strings.
+pub trait Lookup {
+    /// The setting's value, trimmed, or `None` when unset or blank.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+impl<F: Fn(&str) -> Option<String>> Lookup for F {
+    fn get(&self, name: &str) -> Option<String> {
+        self(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// The process environment.
+pub fn env_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Where the webhook hands recording chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveMode {
+    /// The webhook enqueues one small job per chunk and answers at once; `RecordingTransfer`
+    /// does the transfer. Needed for anything that can take longer than Event Grid's 30 s.
+    Queue,
+    /// The webhook transfers before answering. Only for small recordings: Event Grid waits 30 s
+    /// and the Functions front end cuts HTTP requests at 230 s.
+    Inline,
+}
+
+impl FromStr for ArchiveMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "queue" => Ok(ArchiveMode::Queue),
+            "inline" => Ok(ArchiveMode::Inline),
+            other => Err(format!("expected `queue` or `inline`, got `{other}`")),
+        }
+    }
+}
+
+/// One `host[:port]` from `ACS_EXTRA_ALLOWED_HOSTS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedHost {
+    /// Lower-case host name or IP literal.
+    pub host: String,
+    /// The port, when the entry named one; `None` allows any port.
+    pub port: Option<u16>,
+}
+
+/// Everything the app reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `FUNCTIONS_CUSTOMHANDLER_PORT`, when set.
+    pub port: Option<u16>,
+    /// `ACS_CONNECTION_STRING` (or endpoint + managed identity), when set.
+    pub acs: Option<AcsSettings>,
+    /// `RECORDINGS_STORAGE` and its `__` identity settings, when set.
+    pub storage: Option<StorageSettings>,
+    /// `RECORDINGS_CONTAINER`.
+    pub container: String,
+    /// `ARCHIVE_MODE`.
+    pub archive_mode: ArchiveMode,
+    /// `TRANSFER_QUEUE`.
+    pub transfer_queue: String,
+    /// `ACS_EXTRA_ALLOWED_HOSTS`: extra download hosts, for local emulators only.
+    pub extra_allowed_hosts: Vec<AllowedHost>,
+    /// `WEBHOOK_MAX_BODY_BYTES`.
+    pub max_body_bytes: usize,
+}
+
+impl Settings {
+    /// Reads and validates every setting. Optional settings are checked when present; nothing
+    /// is required here, so each capability asks for its own settings with `require_*`.
+    pub fn load(lookup: &impl Lookup) -> Result<Settings, ConfigError> {
+        Ok(Settings {
+            port: parse_opt(lookup, PORT, "a TCP port number (1-65535)", |v| {
+                v.parse::<u16>().ok().filter(|p| *p != 0)
+            })?,
+            acs: acs::load(lookup)?,
+            storage: storage::load(lookup)?,
+            container: parse_container(lookup)?,
+            archive_mode: match lookup.get(ARCHIVE_MODE) {
+                None => ArchiveMode::Queue,
+                Some(v) => v
+                    .parse()
+                    .map_err(|e: String| ConfigError::malformed(ARCHIVE_MODE, e))?,
+            },
+            transfer_queue: parse_queue_name(lookup)?,
+            extra_allowed_hosts: parse_allowed_hosts(lookup)?,
+            max_body_bytes: parse_opt(lookup, WEBHOOK_MAX_BODY_BYTES, "a byte count", |v| {
+                v.parse::<usize>().ok().filter(|n| *n >= 1024)
+            })?
+            .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        })
+    }
+
+    /// The port to listen on, or an error that says how to provide one.
+    pub fn require_port(&self) -> Result<u16, ConfigError> {
+        self.port.ok_or_else(|| {
+            ConfigError::missing(
+                PORT,
+                "the Functions host sets it; when running the handler by hand, set it or pass --port",
+            )
+        })
+    }
+}
+
+/// Parses an optional setting with `parse`, naming `what` it should be when that fails.
+pub(crate) fn parse_opt<T>(
+    lookup: &impl Lookup,
+    name: &str,
+    what: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, ConfigError> {
+    match lookup.get(name) {
+        None => Ok(None),
+        Some(v) => parse(&v)
+            .map(Some)
+            .ok_or_else(|| ConfigError::malformed(name, format!("expected {what}, got `{v}`"))),
+    }
+}
+
+/// Container names: 3-63 characters, lower-case letters, digits and single hyphens, starting
+/// and ending with a letter or digit (Blob service naming rules).
+fn parse_container(lookup: &impl Lookup) -> Result<String, ConfigError> {
+    let name = lookup
+        .get(RECORDINGS_CONTAINER)
+        .unwrap_or_else(|| DEFAULT_CONTAINER.to_string());
+    if is_dns_style_name(&name) {
+        Ok(name)
+    } else {
+        Err(ConfigError::malformed(
+            RECORDINGS_CONTAINER,
+            format!("`{name}` is not a valid container name (3-63 lower-case letters, digits and single hyphens)"),
+        ))
+    }
+}
+
+/// Queue names follow the same rules as container names.
+fn parse_queue_name(lookup: &impl Lookup) -> Result<String, ConfigError> {
+    let name = lookup
+        .get(TRANSFER_QUEUE)
+        .unwrap_or_else(|| DEFAULT_TRANSFER_QUEUE.to_string());
+    if is_dns_style_name(&name) {
+        Ok(name)
+    } else {
+        Err(ConfigError::malformed(
+            TRANSFER_QUEUE,
+            format!("`{name}` is not a valid queue name (3-63 lower-case letters, digits and single hyphens)"),
+        ))
+    }
+}
+
+fn is_dns_style_name(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+}
+
+fn parse_allowed_hosts(lookup: &impl Lookup) -> Result<Vec<AllowedHost>, ConfigError> {
+    const NAME: &str = "ACS_EXTRA_ALLOWED_HOSTS";
+    let Some(raw) = lookup.get(NAME) else {
+        return Ok(Vec::new());
+    };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|entry| {
+            parse_host_port(entry).ok_or_else(|| {
+                ConfigError::malformed(NAME, format!("`{entry}` is not `host` or `host:port`"))
+            })
+        })
+        .collect()
+}
+
+fn parse_host_port(entry: &str) -> Option<AllowedHost> {
+    if entry.contains('/') || entry.contains('@') {
+        return None;
+    }
+    let (host, port) = match entry.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, Some(p.parse::<u16>().ok().filter(|p| *p != 0)?)),
+        Some(_) => return None,
+        None => (entry, None),
+    };
+    let valid = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    valid.then(|| AllowedHost {
+        host: host.to_ascii_lowercase(),
+        port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    pub(crate) fn lookup(pairs: &[(&str, &str)]) -> impl Lookup {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name: &str| map.get(name).cloned()
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let s = Settings::load(&lookup(&[])).unwrap();
+        assert_eq!(s.container, "recordings");
+        assert_eq!(s.transfer_queue, "recording-transfers");
+        assert_eq!(s.archive_mode, ArchiveMode::Queue);
+        assert_eq!(s.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(s.port, None);
+        let err = s.require_port().unwrap_err();
+        assert!(err.to_string().contains("FUNCTIONS_CUSTOMHANDLER_PORT"), "{err}");
+    }
+
+    #[test]
+    fn malformed_settings_are_named() {
+        for (name, value) in [
+            (PORT, "http"),
+            (PORT, "0"),
+            (ARCHIVE_MODE, "sometimes"),
+            (RECORDINGS_CONTAINER, "Bad_Name"),
+            (TRANSFER_QUEUE, "q"),
+            (WEBHOOK_MAX_BODY_BYTES, "lots"),
+            ("ACS_EXTRA_ALLOWED_HOSTS", "http://127.0.0.1:80"),
+        ] {
+            let err = Settings::load(&lookup(&[(name, value)])).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn extra_hosts_accept_host_and_port_forms() {
+        let s = Settings::load(&lookup(&[(
+            "ACS_EXTRA_ALLOWED_HOSTS",
+            "127.0.0.1:8443, Emulator.Local ,",
+        )]))
+        .unwrap();
+        assert_eq!(
+            s.extra_allowed_hosts,
+            vec![
+                AllowedHost { host: "127.0.0.1".into(), port: Some(8443) },
+                AllowedHost { host: "emulator.local".into(), port: None },
+            ]
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("hunter2".to_string());
+        assert_eq!(format!("{s:?} {s}"), "*** ***");
+    }
+}

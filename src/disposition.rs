@@ -1,0 +1,57 @@
+//! What the caller must do once a unit of work has been tried.
+//!
+//! Every module keeps its own error enum; each of them maps to one [`Disposition`] so that the
+//! entry points (the Event Grid webhook, the queue trigger) translate outcomes in one place.
+
+use std::fmt;
+
+/// The answer a unit of work earns.
+///
+/// Event Grid drops a delivery answered with 400/413/401/403 for good (or dead-letters it, if the
+/// subscription has a dead-letter destination) and retries everything else for up to 24 h, so a
+/// wrong `Drop` loses a recording while a wrong `Retry` only costs a redelivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Disposition {
+    /// Finished (or nothing to do): acknowledge.
+    Done,
+    /// Failed for a reason that may pass: ask to be delivered again (HTTP 503, failed invocation).
+    Retry,
+    /// Can never succeed as sent: report loudly and do not ask for it again.
+    Drop,
+}
+
+impl Disposition {
+    /// Combines the outcomes of several units answered together: any retry wins over a drop, so a
+    /// batch is redelivered while any of its work may still succeed.
+    pub fn combine(self, other: Disposition) -> Disposition {
+        use Disposition::*;
+        match (self, other) {
+            (Retry, _) | (_, Retry) => Retry,
+            (Drop, _) | (_, Drop) => Drop,
+            _ => Done,
+        }
+    }
+}
+
+impl fmt::Display for Disposition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Disposition::Done => "done",
+            Disposition::Retry => "retry",
+            Disposition::Drop => "drop",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Disposition::*;
+
+    #[test]
+    fn retry_outranks_drop_and_drop_outranks_done() {
+        assert_eq!(Done.combine(Done), Done);
+        assert_eq!(Done.combine(Drop), Drop);
+        assert_eq!(Drop.combine(Retry), Retry);
+        assert_eq!(Retry.combine(Done), Retry);
+    }
+}

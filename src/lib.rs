@@ -1,0 +1,27 @@
+//! recording-archiver: archives Azure Communication Services call recordings into Azure Blob
+//! Storage, as an Azure Functions custom handler.
+//!
+//! # Layout
+//!
+//! Each module uses only the ones listed before it; nothing below `app` knows about Event Grid
+//! or the Functions host.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`disposition`] | what a caller must do with a finished unit of work: done, retry, drop |
+//! | [`config`] | every setting, read once from the environment and validated; [`config::Secret`] |
+//! | [`recording`] | recording events' data as typed per-chunk jobs (pure) |
+//! | [`retry`] | bounded backoff with jitter, `Retry-After`, deadlines |
+//! | [`eventgrid`] | Event Grid and CloudEvents delivery schemas, handshakes, classification (pure) |
+//! | [`app`] | what one webhook delivery does, and the [`app::ChunkArchiver`] seam |
+//! | [`host`] | the Azure Functions custom-handler front end (warp routes) |
+//!
+//! The binaries in `src/bin/` only read settings, build the app and serve it.
+
+#![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+pub mod config;
+pub mod disposition;
+pub mod recording;
+pub mod retry;

@@ -1,0 +1,371 @@
+//! `Microsoft.Communication.RecordingFileStatusUpdated`: its data, turned into one job per chunk.
+//!
+//! Three shapes of the same event exist (see `azure-protocols.md` §1.1): the 2021 preview with
+//! only `documentId`, the public preview that added `contentLocation`/`metadataLocation`, and GA
+//! with `deleteLocation` and the content/channel/format types. All three become the same
+//! [`ChunkJob`]; only [`ChunkSource`] differs. Pure: no I/O.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+/// The event type this app archives.
+pub const RECORDING_EVENT_TYPE: &str = "Microsoft.Communication.RecordingFileStatusUpdated";
+
+/// Where a chunk's media and metadata are fetched from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum ChunkSource {
+    /// 2021 preview events carry only the document id; the URLs are built from the ACS endpoint
+    /// (`{endpoint}/recording/download/{documentId}` and `.../metadata`).
+    Preview,
+    /// The event names the URLs. `delete` exists on GA events only.
+    #[serde(rename_all = "camelCase")]
+    Located {
+        /// `contentLocation`: the media.
+        content: Url,
+        /// `metadataLocation`: the chunk's metadata document (absent on odd events).
+        metadata: Option<Url>,
+        /// `deleteLocation`: DELETE it to free the recording early (GA only).
+        delete: Option<Url>,
+    },
+}
+
+/// Ids of the call, as far as the event's `subject` reveals them. The subject's shape differs
+/// between docs and samples, so every part is optional and nothing depends on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallIds {
+    /// `/recording/call/{callId}/...`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    /// `.../serverCallId/{serverCallId}`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_call_id: Option<String>,
+    /// `.../recordingId/{recordingId}`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_id: Option<String>,
+}
+
+impl CallIds {
+    /// Reads the ids out of a subject like `/recording/call/{c}/serverCallId/{s}`. Unknown
+    /// shapes give empty ids, never an error.
+    pub fn from_subject(subject: Option<&str>) -> CallIds {
+        let mut ids = CallIds::default();
+        let Some(subject) = subject else { return ids };
+        let parts: Vec<&str> = subject.split('/').filter(|p| !p.is_empty()).collect();
+        for pair in parts.windows(2) {
+            let value = Some(pair[1].to_string());
+            match pair[0].to_ascii_lowercase().as_str() {
+                "call" => ids.call_id = value,
+                "servercallid" => ids.server_call_id = value,
+                "recordingid" => ids.recording_id = value,
+                _ => {}
+            }
+        }
+        ids
+    }
+}
+
+/// Everything needed to archive one recording chunk. Small and serialisable: in queue mode it
+/// is the queue message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkJob {
+    /// The Event Grid / CloudEvents `id` of the event this job came from.
+    pub event_id: String,
+    /// Ids from the event subject.
+    #[serde(default)]
+    pub call: CallIds,
+    /// The chunk's `documentId`: unique per chunk, and the stable key for deduplication.
+    pub document_id: String,
+    /// The chunk's `index` within the recording.
+    pub index: u32,
+    /// How many chunks the event listed (the recording is complete when all are archived).
+    pub chunk_count: u32,
+    /// Why the chunk ended (`SessionEnded`, `ChunkMaximumSizeExceeded`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
+    /// `recordingStartTime` (RFC 3339), or the event time when that is missing or malformed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_start_time: Option<String>,
+    /// `recordingDurationMs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_duration_ms: Option<u64>,
+    /// `sessionEndReason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_end_reason: Option<String>,
+    /// `recordingContentType`: `AudioVideo` or `Audio` (GA only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// `recordingChannelType`: `Mixed` or `Unmixed` (GA only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_type: Option<String>,
+    /// `recordingFormatType`: `Mp4`, `Mp3` or `Wav` (GA only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format_type: Option<String>,
+    /// Where to fetch the chunk.
+    pub source: ChunkSource,
+}
+
+/// A field of a recording event that is missing or unusable. `field` is a JSON path such as
+/// `data.recordingStorageInfo.recordingChunks[1].documentId`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FieldError {
+    /// Path of the offending field.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The chunks of one recording event: the usable ones as jobs, the others with their reasons.
+#[derive(Debug, Default)]
+pub struct ParsedRecording {
+    /// One job per usable chunk, in index order.
+    pub jobs: Vec<ChunkJob>,
+    /// Chunks that can never be archived as sent.
+    pub rejected: Vec<FieldError>,
+}
+
+/// The envelope facts a recording event's data is read with.
+#[derive(Debug, Clone, Copy)]
+pub struct EventContext<'a> {
+    /// Event id (`id`).
+    pub id: &'a str,
+    /// `subject`, if any.
+    pub subject: Option<&'a str>,
+    /// `eventTime` / `time`, if any.
+    pub time: Option<&'a str>,
+}
+
+/// Turns a recording event's `data` into chunk jobs.
+///
+/// An error for the whole event when `data` lacks the chunk list; otherwise each chunk stands
+/// alone, so one malformed chunk never costs the others.
+pub fn parse_recording_data(
+    ctx: EventContext<'_>,
+    data: &Value,
+) -> Result<ParsedRecording, FieldError> {
+    let data = data
+        .as_object()
+        .ok_or_else(|| FieldError::new("data", "must be an object"))?;
+    let chunks = data
+        .get("recordingStorageInfo")
+        .ok_or_else(|| FieldError::new("data.recordingStorageInfo", "is required"))?
+        .get("recordingChunks")
+        .ok_or_else(|| {
+            FieldError::new("data.recordingStorageInfo.recordingChunks", "is required")
+        })?
+        .as_array()
+        .ok_or_else(|| {
+            FieldError::new(
+                "data.recordingStorageInfo.recordingChunks",
+                "must be an array",
+            )
+        })?;
+    if chunks.is_empty() {
+        return Err(FieldError::new(
+            "data.recordingStorageInfo.recordingChunks",
+            "is empty",
+        ));
+    }
+    let recording_start_time = opt_str(data.get("recordingStartTime"))
+        .filter(|t| is_rfc3339(t))
+        .or_else(|| ctx.time.filter(|t| is_rfc3339(t)).map(str::to_string));
+    let template = ChunkJob {
+        event_id: ctx.id.to_string(),
+        call: CallIds::from_subject(ctx.subject),
+        document_id: String::new(),
+        index: 0,
+        chunk_count: u32::try_from(chunks.len()).unwrap_or(u32::MAX),
+        end_reason: None,
+        recording_start_time,
+        recording_duration_ms: data.get("recordingDurationMs").and_then(Value::as_u64),
+        session_end_reason: opt_str(data.get("sessionEndReason")),
+        content_type: opt_str(data.get("recordingContentType")),
+        channel_type: opt_str(data.get("recordingChannelType")),
+        format_type: opt_str(data.get("recordingFormatType")),
+        source: ChunkSource::Preview,
+    };
+    let mut parsed = ParsedRecording::default();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let path = format!("data.recordingStorageInfo.recordingChunks[{i}]");
+        match parse_chunk(&path, chunk, &template) {
+            Ok(job) => parsed.jobs.push(job),
+            Err(e) => parsed.rejected.push(e),
+        }
+    }
+    parsed.jobs.sort_by_key(|j| j.index);
+    Ok(parsed)
+}
+
+fn parse_chunk(path: &str, chunk: &Value, template: &ChunkJob) -> Result<ChunkJob, FieldError> {
+    let chunk = chunk
+        .as_object()
+        .ok_or_else(|| FieldError::new(path, "must be an object"))?;
+    let document_id = opt_str(chunk.get("documentId"))
+        .ok_or_else(|| FieldError::new(format!("{path}.documentId"), "is required"))?;
+    if !is_safe_document_id(&document_id) {
+        return Err(FieldError::new(
+            format!("{path}.documentId"),
+            "may hold only letters, digits, '-', '_' and '.'",
+        ));
+    }
+    let index = chunk
+        .get("index")
+        .ok_or_else(|| FieldError::new(format!("{path}.index"), "is required"))?
+        .as_u64()
+        .and_then(|i| u32::try_from(i).ok())
+        .ok_or_else(|| {
+            FieldError::new(format!("{path}.index"), "must be a non-negative integer")
+        })?;
+    let url = |name: &str| -> Result<Option<Url>, FieldError> {
+        match chunk.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => Url::parse(s.trim()).map(Some).map_err(|e| {
+                FieldError::new(format!("{path}.{name}"), format!("is not a URL ({e})"))
+            }),
+            Some(_) => Err(FieldError::new(
+                format!("{path}.{name}"),
+                "must be a string",
+            )),
+        }
+    };
+    let content = url("contentLocation")?;
+    let metadata = url("metadataLocation")?;
+    let delete = url("deleteLocation")?;
+    let source = match (content, metadata) {
+        (Some(content), metadata) => ChunkSource::Located {
+            content,
+            metadata,
+            delete,
+        },
+        (None, None) => ChunkSource::Preview,
+        (None, Some(_)) => {
+            return Err(FieldError::new(
+                format!("{path}.contentLocation"),
+                "is required when metadataLocation is given",
+            ))
+        }
+    };
+    Ok(ChunkJob {
+        document_id,
+        index,
+        end_reason: opt_str(chunk.get("endReason")),
+        source,
+        ..template.clone()
+    })
+}
+
+/// Document ids end up in URLs and blob names; ACS ids are like `0-eus-d12-801b3f...`.
+fn is_safe_document_id(id: &str) -> bool {
+    id.len() <= 256
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !id.starts_with('.')
+}
+
+fn opt_str(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+fn is_rfc3339(s: &str) -> bool {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx() -> EventContext<'static> {
+        EventContext {
+            id: "evt-1",
+            subject: Some("/recording/call/c-1/serverCallId/s-1"),
+            time: Some("2021-07-27T15:20:34.2199328Z"),
+        }
+    }
+
+    #[test]
+    fn subject_ids_are_read_when_present_and_ignored_otherwise() {
+        let ids = CallIds::from_subject(Some("/recording/call/c-1/recordingId/r-9"));
+        assert_eq!(ids.call_id.as_deref(), Some("c-1"));
+        assert_eq!(ids.recording_id.as_deref(), Some("r-9"));
+        assert_eq!(ids.server_call_id, None);
+        assert_eq!(CallIds::from_subject(Some("whatever")), CallIds::default());
+        assert_eq!(CallIds::from_subject(None), CallIds::default());
+    }
+
+    #[test]
+    fn a_bad_chunk_does_not_cost_the_good_ones() {
+        let data = json!({"recordingStorageInfo": {"recordingChunks": [
+            {"documentId": "doc-b", "index": 1},
+            {"index": 2},
+            {"documentId": "doc-a", "index": 0, "contentLocation": "not a url"},
+            {"documentId": "doc-c", "index": 3, "contentLocation": "https://x.asm.skype.com/v1/objects/doc-c/content/audio"}
+        ]}, "recordingStartTime": "garbage"});
+        let parsed = parse_recording_data(ctx(), &data).unwrap();
+        let ids: Vec<_> = parsed.jobs.iter().map(|j| j.document_id.as_str()).collect();
+        assert_eq!(ids, ["doc-b", "doc-c"]);
+        assert_eq!(parsed.jobs[0].chunk_count, 4);
+        assert_eq!(parsed.jobs[0].source, ChunkSource::Preview);
+        // A malformed start time falls back to the event time.
+        assert_eq!(
+            parsed.jobs[0].recording_start_time.as_deref(),
+            Some("2021-07-27T15:20:34.2199328Z")
+        );
+        let fields: Vec<_> = parsed.rejected.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "data.recordingStorageInfo.recordingChunks[1].documentId",
+                "data.recordingStorageInfo.recordingChunks[2].contentLocation"
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_chunk_list_rejects_the_event_naming_the_field() {
+        for (data, field) in [
+            (json!({}), "data.recordingStorageInfo"),
+            (json!({"recordingStorageInfo": {}}), "data.recordingStorageInfo.recordingChunks"),
+            (json!({"recordingStorageInfo": {"recordingChunks": []}}), "data.recordingStorageInfo.recordingChunks"),
+            (json!("text"), "data"),
+        ] {
+            assert_eq!(parse_recording_data(ctx(), &data).unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn document_ids_that_could_escape_a_path_are_refused() {
+        let data = json!({"recordingStorageInfo": {"recordingChunks": [
+            {"documentId": "../../etc", "index": 0}]}});
+        let parsed = parse_recording_data(ctx(), &data).unwrap();
+        assert!(parsed.jobs.is_empty());
+        assert!(parsed.rejected[0].field.ends_with("documentId"));
+    }
+
+    #[test]
+    fn jobs_round_trip_through_json() {
+        let data = json!({"recordingStorageInfo": {"recordingChunks": [
+            {"documentId": "d", "index": 0, "contentLocation": "https://a.asm.skype.com/c", "metadataLocation": "https://a.asm.skype.com/m"}]}});
+        let job = parse_recording_data(ctx(), &data).unwrap().jobs.remove(0);
+        let text = serde_json::to_string(&job).unwrap();
+        assert_eq!(serde_json::from_str::<ChunkJob>(&text).unwrap(), job);
+    }
+}

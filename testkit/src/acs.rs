@@ -1,0 +1,1 @@
+//! ACS recording emulator (in progress).

@@ -1,0 +1,1 @@
+//! Azurite launcher (in progress).

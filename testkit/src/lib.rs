@@ -1,0 +1,12 @@
+//! Stand-ins for the services recording-archiver talks to, speaking their real protocols, for
+//! tests, the local demo and the benchmarks. Nothing here is shipped in the `handler` binary.
+//!
+//! # Layout
+//!
+//! | module | stands in for |
+//! |---|---|
+//! | [`acs`] | ACS recording storage: serves chunks and metadata, checks HMAC signatures like the service, injects faults |
+//! | [`azurite`] | Azure Storage: starts the repo's pinned Azurite on free ports, in memory, and stops it |
+
+pub mod acs;
+pub mod azurite;
