@@ -11,7 +11,11 @@
 //! | [`disposition`] | what a caller must do with a finished unit of work: done, retry, drop |
 //! | [`config`] | every setting, read once from the environment and validated; [`config::Secret`] |
 //! | [`recording`] | recording events' data as typed per-chunk jobs (pure) |
+//! | [`clock`] | injected wall-clock time |
 //! | [`retry`] | bounded backoff with jitter, `Retry-After`, deadlines |
+//! | [`identity`] | managed-identity bearer tokens, cached |
+//! | [`acs`] | ACS recording downloads: HMAC signing, SSRF allowlist, resumable streams |
+//! | [`blob`] | Blob REST: SharedKey/SAS/bearer auth, blocks, block lists |
 //! | [`eventgrid`] | Event Grid and CloudEvents delivery schemas, handshakes, classification (pure) |
 //! | [`app`] | what one webhook delivery does, and the [`app::ChunkArchiver`] seam |
 //! | [`host`] | the Azure Functions custom-handler front end (warp routes) |
@@ -21,7 +25,14 @@
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
-pub mod config;
 pub mod disposition;
+pub mod config;
+pub mod clock;
 pub mod recording;
 pub mod retry;
+pub mod identity;
+pub mod acs;
+pub mod blob;
+pub mod eventgrid;
+pub mod app;
+pub mod host;
