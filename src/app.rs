@@ -1,1 +1,388 @@
-//! (in progress)
+//! What one webhook delivery does, and what it answers. Both entry points (the Functions custom
+//! handler and the Lambda front end) turn their requests into a [`WebhookRequest`] and send back
+//! the [`WebhookResponse`] unchanged, so the status rules live only here:
+//!
+//! * 200 once every event is handled: validation answered, recording chunks handed to the
+//!   [`ChunkArchiver`], other events acknowledged and logged.
+//! * 503 when any chunk could not be handed over for a reason that may pass: Event Grid
+//!   redelivers the whole batch, which is harmless because archiving is idempotent.
+//! * 4xx only when nothing in the delivery can ever be processed (Event Grid drops 4xx for
+//!   good): 400 malformed, 405 method, 413 too large, 415 media type.
+//!
+//! A bad event in a batch never costs the good ones: it is logged in full with its reason and
+//! the rest are handled.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
+use http::{HeaderMap, Method};
+use serde_json::{json, Value};
+
+use crate::disposition::Disposition;
+use crate::eventgrid::{self, DeliveryError, EventKind};
+use crate::identity::BoxFuture;
+use crate::recording::{self, ChunkJob, EventContext};
+
+/// What became of one chunk job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveOutcome {
+    /// Copied into storage now.
+    Archived {
+        /// Media bytes written.
+        bytes: u64,
+    },
+    /// Already in storage from an earlier delivery: nothing was copied.
+    AlreadyArchived,
+    /// Handed to the transfer queue.
+    Enqueued,
+    /// Logged only (no archive step configured).
+    Logged,
+}
+
+/// Why a chunk job failed, already classified by the module that failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ArchiveError {
+    /// What the caller must do.
+    pub disposition: Disposition,
+    /// A description fit for logs (no secrets).
+    pub message: String,
+}
+
+/// The seam between receiving recording events and archiving them: one call per chunk.
+///
+/// Implementations must be idempotent, because Event Grid delivers at least once and a batch
+/// answered 503 comes back whole.
+pub trait ChunkArchiver: Send + Sync {
+    /// Archives (or enqueues) one chunk.
+    fn archive(&self, job: ChunkJob) -> BoxFuture<'_, Result<ArchiveOutcome, ArchiveError>>;
+}
+
+/// An archiver that only logs what it would archive.
+#[derive(Debug, Default)]
+pub struct LogOnlyArchiver;
+
+impl ChunkArchiver for LogOnlyArchiver {
+    fn archive(&self, job: ChunkJob) -> BoxFuture<'_, Result<ArchiveOutcome, ArchiveError>> {
+        Box::pin(async move {
+            tracing::info!(job = %serde_json::to_string(&job).unwrap_or_default(), "recording chunk received (no archive step configured)");
+            Ok(ArchiveOutcome::Logged)
+        })
+    }
+}
+
+/// A webhook request as either front end received it.
+#[derive(Debug)]
+pub struct WebhookRequest {
+    /// HTTP method.
+    pub method: Method,
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// The whole body (the front end has already enforced the size limit while reading).
+    pub body: Bytes,
+}
+
+/// What to answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// JSON body, if any.
+    pub body: Option<Value>,
+}
+
+impl WebhookResponse {
+    fn json(status: u16, body: Value) -> Self {
+        WebhookResponse {
+            status,
+            headers: Vec::new(),
+            body: Some(body),
+        }
+    }
+
+    /// The answer to a whole-delivery error.
+    pub fn from_delivery_error(e: &DeliveryError) -> Self {
+        WebhookResponse::json(e.status(), json!({ "error": e.to_string() }))
+    }
+
+    /// 405, naming the allowed methods.
+    pub fn method_not_allowed(method: &Method) -> Self {
+        let mut r = WebhookResponse::json(
+            405,
+            json!({ "error": format!("method {method} is not allowed: Event Grid delivers with POST and checks CloudEvents endpoints with OPTIONS") }),
+        );
+        r.headers.push(("Allow", "POST, OPTIONS".into()));
+        r
+    }
+
+    /// Serialises the body, if any.
+    pub fn body_text(&self) -> String {
+        self.body.as_ref().map(Value::to_string).unwrap_or_default()
+    }
+}
+
+/// Chunks handed to the archiver at once, per delivery. A batch may hold up to 5000 events;
+/// this bounds the connections and memory one delivery can take.
+pub const DEFAULT_SUBMIT_CONCURRENCY: usize = 16;
+
+/// The application: settings-derived limits plus the archiver.
+#[derive(Clone)]
+pub struct App {
+    archiver: Arc<dyn ChunkArchiver>,
+    max_body_bytes: usize,
+    submit_concurrency: usize,
+}
+
+impl App {
+    /// Builds the app around an archiver.
+    pub fn new(archiver: Arc<dyn ChunkArchiver>, max_body_bytes: usize) -> Self {
+        App {
+            archiver,
+            max_body_bytes,
+            submit_concurrency: DEFAULT_SUBMIT_CONCURRENCY,
+        }
+    }
+
+    /// The largest body the webhook reads.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
+
+    /// Handles one request to the webhook.
+    pub async fn handle_webhook(&self, req: WebhookRequest) -> WebhookResponse {
+        match req.method {
+            Method::OPTIONS => handshake(&req.headers),
+            Method::POST => self.handle_delivery(&req.headers, &req.body).await,
+            ref other => WebhookResponse::method_not_allowed(other),
+        }
+    }
+
+    async fn handle_delivery(&self, headers: &HeaderMap, body: &[u8]) -> WebhookResponse {
+        if body.len() > self.max_body_bytes {
+            return WebhookResponse::from_delivery_error(&DeliveryError::TooLarge {
+                size: body.len(),
+                limit: self.max_body_bytes,
+            });
+        }
+        let parsed = eventgrid::media_type(header(headers, "content-type"))
+            .and_then(|_| eventgrid::parse_delivery(body));
+        let delivery = match parsed {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "delivery refused");
+                return WebhookResponse::from_delivery_error(&e);
+            }
+        };
+        let mut triage = Triage::default();
+        for item in delivery.events() {
+            match item {
+                Ok(event) => triage.add(event),
+                Err(rejected) => {
+                    triage.reject(rejected.position, None, rejected.reason, rejected.raw)
+                }
+            }
+        }
+        let (outcomes, failures) = self.submit(std::mem::take(&mut triage.jobs)).await;
+        triage.answer(delivery.len(), outcomes, failures)
+    }
+
+    /// Hands every job to the archiver, a bounded number at a time.
+    async fn submit(
+        &self,
+        jobs: Vec<ChunkJob>,
+    ) -> (Vec<ArchiveOutcome>, Vec<(ChunkJob, ArchiveError)>) {
+        let results: Vec<_> = stream::iter(jobs)
+            .map(|job| async move {
+                let result = self.archiver.archive(job.clone()).await;
+                (job, result)
+            })
+            .buffer_unordered(self.submit_concurrency)
+            .collect()
+            .await;
+        let mut outcomes = Vec::new();
+        let mut failures = Vec::new();
+        for (job, result) in results {
+            match result {
+                Ok(o) => outcomes.push(o),
+                Err(e) => {
+                    match e.disposition {
+                        Disposition::Drop => {
+                            tracing::error!(event_id = %job.event_id, document_id = %job.document_id, chunk = job.index, error = %e, "recording chunk can never be archived as sent")
+                        }
+                        _ => {
+                            tracing::warn!(event_id = %job.event_id, document_id = %job.document_id, chunk = job.index, error = %e, "recording chunk not handed over; asking for redelivery")
+                        }
+                    }
+                    failures.push((job, e));
+                }
+            }
+        }
+        (outcomes, failures)
+    }
+}
+
+/// The sorting of one delivery's events.
+#[derive(Default)]
+struct Triage {
+    validation: Option<String>,
+    /// Events other than recordings and handshakes that were acknowledged.
+    acknowledged: usize,
+    jobs: Vec<ChunkJob>,
+    seen_chunks: HashSet<String>,
+    rejected: Vec<Value>,
+}
+
+impl Triage {
+    fn add(&mut self, event: eventgrid::Event<'_>) {
+        match event.kind() {
+            EventKind::Validation { code, url } => {
+                tracing::info!(
+                    event_id = event.id,
+                    validation_url = url.unwrap_or("-"),
+                    "answering the subscription validation handshake"
+                );
+                self.validation.get_or_insert_with(|| code.to_string());
+            }
+            EventKind::SubscriptionDeletion => {
+                tracing::info!(event_id = event.id, "subscription deletion acknowledged");
+                self.acknowledged += 1;
+            }
+            EventKind::Other => {
+                tracing::info!(
+                    event_id = event.id,
+                    event_type = event.event_type,
+                    "event of another type acknowledged and ignored"
+                );
+                self.acknowledged += 1;
+            }
+            EventKind::Invalid(reason) => self.reject_event(&event, reason.to_string()),
+            EventKind::Recording => {
+                let ctx = EventContext {
+                    id: event.id,
+                    subject: event.subject,
+                    time: event.time,
+                };
+                match recording::parse_recording_data(ctx, event.data) {
+                    Err(e) => self.reject_event(&event, e.to_string()),
+                    Ok(parsed) => {
+                        for e in parsed.rejected {
+                            self.reject_event(&event, e.to_string());
+                        }
+                        for job in parsed.jobs {
+                            // The same chunk twice in one batch (a duplicate delivery folded
+                            // into the batch) is archived once.
+                            if self.seen_chunks.insert(job.document_id.clone()) {
+                                self.jobs.push(job);
+                            } else {
+                                tracing::info!(event_id = %job.event_id, document_id = %job.document_id, "duplicate chunk in this delivery skipped");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn reject_event(&mut self, event: &eventgrid::Event<'_>, reason: String) {
+        let raw = json!({"id": event.id, "eventType": event.event_type, "subject": event.subject, "data": event.data});
+        self.reject(usize::MAX, Some(event.id), reason, &raw);
+    }
+
+    /// Logs a rejected event in full, so it can be inspected and replayed by hand.
+    fn reject(&mut self, position: usize, id: Option<&str>, reason: String, raw: &Value) {
+        tracing::error!(event_id = id.unwrap_or("-"), reason = %reason, event = %raw, "event rejected: it can never be processed as sent");
+        let mut entry = json!({ "reason": reason });
+        if position != usize::MAX {
+            entry["position"] = json!(position);
+        }
+        if let Some(id) = id {
+            entry["id"] = json!(id);
+        }
+        self.rejected.push(entry);
+    }
+
+    fn answer(
+        self,
+        events: usize,
+        outcomes: Vec<ArchiveOutcome>,
+        failures: Vec<(ChunkJob, ArchiveError)>,
+    ) -> WebhookResponse {
+        let retry: Vec<_> = failures
+            .iter()
+            .filter(|(_, e)| e.disposition == Disposition::Retry)
+            .collect();
+        if !retry.is_empty() {
+            return WebhookResponse::json(
+                503,
+                json!({
+                    "error": format!("{} recording chunk(s) could not be handed over yet; deliver again", retry.len()),
+                    "chunks": retry.iter().map(|(j, e)| json!({"documentId": j.document_id, "index": j.index, "reason": e.message})).collect::<Vec<_>>(),
+                }),
+            );
+        }
+        let dropped: Vec<Value> = failures
+            .iter()
+            .map(|(j, e)| json!({"id": j.event_id, "documentId": j.document_id, "index": j.index, "reason": e.message}))
+            .collect();
+        // Something was processed if a handshake was answered, a non-recording event was
+        // acknowledged, or any chunk was handed over. Otherwise every event was rejected or
+        // dropped, and only then is the delivery itself refused.
+        let processed = self.validation.is_some() || self.acknowledged > 0 || !outcomes.is_empty();
+        let mut rejected = self.rejected;
+        rejected.extend(dropped);
+        if !processed {
+            return WebhookResponse::json(
+                400,
+                json!({
+                    "error": "no event in this delivery can be processed",
+                    "rejected": rejected,
+                }),
+            );
+        }
+        let count = |f: fn(&ArchiveOutcome) -> bool| outcomes.iter().filter(|o| f(o)).count();
+        let mut body = json!({
+            "events": events,
+            "chunks": {
+                "archived": count(|o| matches!(o, ArchiveOutcome::Archived { .. })),
+                "alreadyArchived": count(|o| matches!(o, ArchiveOutcome::AlreadyArchived)),
+                "enqueued": count(|o| matches!(o, ArchiveOutcome::Enqueued)),
+                "logged": count(|o| matches!(o, ArchiveOutcome::Logged)),
+            },
+            "rejected": rejected,
+        });
+        if let Some(code) = self.validation {
+            body = json!({ "validationResponse": code });
+        }
+        WebhookResponse::json(200, body)
+    }
+}
+
+/// The CloudEvents abuse-protection handshake.
+fn handshake(headers: &HeaderMap) -> WebhookResponse {
+    let origin = header(headers, "webhook-request-origin");
+    let mut response = WebhookResponse {
+        status: 200,
+        headers: vec![("Allow", "POST, OPTIONS".into())],
+        body: None,
+    };
+    match eventgrid::abuse_protection_grant(origin, header(headers, "webhook-request-rate")) {
+        Some(grant) => {
+            tracing::info!(
+                origin = origin.unwrap_or("-"),
+                callback = header(headers, "webhook-request-callback").is_some(),
+                "granting the CloudEvents abuse-protection handshake"
+            );
+            response.headers.extend(grant);
+        }
+        None => tracing::info!("OPTIONS without WebHook-Request-Origin: nothing to grant"),
+    }
+    response
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}

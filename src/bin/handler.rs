@@ -1,1 +1,94 @@
-fn main() {}
+//! The `handler` binary the Functions host starts (host.json `defaultExecutablePath`).
+//! Reads settings once, builds the app, serves until SIGTERM or Ctrl-C.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use recording_archiver::app::{App, LogOnlyArchiver};
+use recording_archiver::config::{env_lookup, Settings};
+use recording_archiver::host::functions;
+
+/// Azure Functions custom handler that archives ACS call recordings into Blob Storage.
+///
+/// All settings come from the environment (see local.settings.json.example).
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Port to listen on, instead of FUNCTIONS_CUSTOMHANDLER_PORT (for running by hand).
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing();
+    let settings = match Settings::load(&env_lookup) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let port = match args.port.map(Ok).unwrap_or_else(|| settings.require_port()) {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    runtime.block_on(run(settings, port))
+}
+
+async fn run(settings: Settings, port: u16) -> ExitCode {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => return fail(&format!("cannot listen on {addr}: {e}")),
+    };
+    tracing::info!(%addr, mode = ?settings.archive_mode, container = %settings.container, "handler listening");
+    let app = App::new(Arc::new(LogOnlyArchiver), settings.max_body_bytes);
+    functions::serve(listener, app, shutdown_signal(), functions::SHUTDOWN_GRACE).await;
+    tracing::info!("handler stopped");
+    ExitCode::SUCCESS
+}
+
+fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("handler: {e}");
+    tracing::error!("{e}");
+    ExitCode::from(2)
+}
+
+/// Logs to stdout, which the Functions host captures; level from `RUST_LOG` (default info).
+fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+/// Completes on SIGTERM (the host recycling us) or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

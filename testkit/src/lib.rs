@@ -6,7 +6,9 @@
 //! | module | stands in for |
 //! |---|---|
 //! | [`acs`] | ACS recording storage: serves chunks and metadata, checks HMAC signatures like the service, injects faults |
+//! | [`host`] | the Azure Functions host: starts the `handler` like the host, forwards requests like the host |
 //! | [`azurite`] | Azure Storage: starts the repo's pinned Azurite on free ports, in memory, and stops it |
 
 pub mod acs;
 pub mod azurite;
+pub mod host;

@@ -1,0 +1,179 @@
+//! The Azure Functions custom handler: the HTTP server the Functions host starts and talks to.
+//!
+//! The host polls `GET /` until any answer arrives (readiness), then forwards each
+//! `RecordingWebhook` request as-is to `/api/RecordingWebhook` (`enableForwardingHttpRequest`,
+//! host.json) with the original query string, which holds the function key: it is never
+//! logged. Function routes are matched without regard to case, as the host routes them.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use http::{HeaderMap, Method, StatusCode};
+use tokio::net::TcpListener;
+use warp::filters::path::FullPath;
+use warp::Filter;
+
+use crate::app::{App, WebhookRequest, WebhookResponse};
+use crate::eventgrid::DeliveryError;
+
+/// The route the host forwards `RecordingWebhook` requests to (`routePrefix` "api").
+pub const WEBHOOK_PATH: &str = "/api/recordingwebhook";
+
+/// How long in-flight requests may run on after a shutdown signal before the process exits
+/// anyway. The host stops waiting for a worker it is recycling after about this long too.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// The warp filter serving every route of the handler.
+pub fn routes(
+    app: App,
+) -> impl Filter<Extract = (http::Response<String>,), Error = warp::Rejection> + Clone {
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .and(warp::any().map(move || app.clone()))
+        .then(dispatch)
+}
+
+/// Serves on `listener` until `shutdown` completes, then lets in-flight requests finish for
+/// at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) {
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = warp::serve(routes(app))
+        .incoming(listener)
+        .graceful(async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        })
+        .run();
+    tokio::pin!(server);
+    tokio::select! {
+        () = &mut server => return,
+        _ = stopping_rx => tracing::info!("shutting down: finishing in-flight requests"),
+    }
+    if tokio::time::timeout(grace, server).await.is_err() {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "in-flight requests did not finish in time; exiting anyway"
+        );
+    }
+}
+
+async fn dispatch<S, B>(
+    method: Method,
+    path: FullPath,
+    headers: HeaderMap,
+    body: S,
+    app: App,
+) -> http::Response<String>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let invocation = headers
+        .get("x-azure-functions-invocationid")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    let span =
+        tracing::info_span!("request", %method, path = path.as_str(), invocation = %invocation);
+    let _enter = span.enter();
+    let lower = path.as_str().trim_end_matches('/').to_ascii_lowercase();
+    let response = match lower.as_str() {
+        "" if method == Method::GET || method == Method::HEAD => {
+            return plain(StatusCode::OK, "ready")
+        }
+        "" => WebhookResponse::method_not_allowed(&method),
+        WEBHOOK_PATH => {
+            tracing::debug!("reading the delivery body");
+            let limit = app.max_body_bytes();
+            match read_body(&headers, body, limit).await {
+                Ok(body) => {
+                    app.handle_webhook(WebhookRequest {
+                        method,
+                        headers,
+                        body,
+                    })
+                    .await
+                }
+                Err(e) => WebhookResponse::from_delivery_error(&e),
+            }
+        }
+        _ => {
+            return plain(StatusCode::NOT_FOUND, "no function is served at this path");
+        }
+    };
+    tracing::info!(status = response.status, "answered");
+    to_http(response)
+}
+
+/// Reads the body, refusing it as soon as it is known to exceed `limit` (from Content-Length,
+/// or while streaming a chunked body), so an oversized body never sits in memory.
+async fn read_body<S, B>(headers: &HeaderMap, body: S, limit: usize) -> Result<Bytes, DeliveryError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(size) = declared.filter(|n| *n > limit) {
+        return Err(DeliveryError::TooLarge { size, limit });
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk
+            .map_err(|e| DeliveryError::MalformedJson(format!("body could not be read: {e}")))?;
+        if buf.len() + chunk.remaining() > limit {
+            return Err(DeliveryError::TooLarge {
+                size: buf.len() + chunk.remaining(),
+                limit,
+            });
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            buf.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn to_http(r: WebhookResponse) -> http::Response<String> {
+    let mut builder = http::Response::builder().status(r.status);
+    if r.body.is_some() {
+        builder = builder.header(
+            http::header::CONTENT_TYPE,
+            "application/json; charset=utf-8",
+        );
+    }
+    for (name, value) in &r.headers {
+        builder = builder.header(*name, value);
+    }
+    builder.body(r.body_text()).unwrap_or_else(|_| {
+        plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "response could not be built",
+        )
+    })
+}
+
+fn plain(status: StatusCode, text: &str) -> http::Response<String> {
+    let mut r = http::Response::new(text.to_string());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
