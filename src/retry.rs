@@ -181,7 +181,10 @@ mod tests {
     async fn retry_after_wins_but_not_past_the_deadline() {
         let jitter = FixedJitter(0.0);
         let mut b = Backoff::new(policy(), &jitter);
-        assert_eq!(b.next_delay(Some(Duration::from_secs(5))), Some(Duration::from_secs(5)));
+        assert_eq!(
+            b.next_delay(Some(Duration::from_secs(5))),
+            Some(Duration::from_secs(5))
+        );
         tokio::time::advance(Duration::from_secs(58)).await;
         assert_eq!(b.next_delay(Some(Duration::from_secs(5))), None);
     }
@@ -194,8 +197,14 @@ mod tests {
             parse_retry_after("Wed, 13 Apr 2022 18:09:42 GMT", now),
             Some(Duration::from_secs(30))
         );
-        assert_eq!(parse_retry_after("Wed, 13 Apr 2022 18:00:00 GMT", now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("999999", now), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_retry_after("Wed, 13 Apr 2022 18:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            parse_retry_after("999999", now),
+            Some(Duration::from_secs(3600))
+        );
         assert_eq!(parse_retry_after("soon", now), None);
     }
 

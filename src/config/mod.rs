@@ -322,7 +322,10 @@ mod tests {
         assert_eq!(s.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(s.port, None);
         let err = s.require_port().unwrap_err();
-        assert!(err.to_string().contains("FUNCTIONS_CUSTOMHANDLER_PORT"), "{err}");
+        assert!(
+            err.to_string().contains("FUNCTIONS_CUSTOMHANDLER_PORT"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -351,8 +354,14 @@ mod tests {
         assert_eq!(
             s.extra_allowed_hosts,
             vec![
-                AllowedHost { host: "127.0.0.1".into(), port: Some(8443) },
-                AllowedHost { host: "emulator.local".into(), port: None },
+                AllowedHost {
+                    host: "127.0.0.1".into(),
+                    port: Some(8443)
+                },
+                AllowedHost {
+                    host: "emulator.local".into(),
+                    port: None
+                },
             ]
         );
     }
