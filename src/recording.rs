@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
+use crate::config::naming::{BlobNameTemplate, Part, Placeholder};
+
 /// The event type this app archives.
 pub const RECORDING_EVENT_TYPE: &str = "Microsoft.Communication.RecordingFileStatusUpdated";
 
@@ -288,6 +290,167 @@ fn is_rfc3339(s: &str) -> bool {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok()
 }
 
+/// A recording file format: the blob's extension and content type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaFormat {
+    /// File extension, without the dot.
+    pub ext: &'static str,
+    /// MIME type stored as the blob's content type.
+    pub content_type: &'static str,
+}
+
+impl MediaFormat {
+    /// MPEG-4 audio and video.
+    pub const MP4: MediaFormat = MediaFormat {
+        ext: "mp4",
+        content_type: "video/mp4",
+    };
+    /// MP3 audio.
+    pub const MP3: MediaFormat = MediaFormat {
+        ext: "mp3",
+        content_type: "audio/mpeg",
+    };
+    /// WAV audio.
+    pub const WAV: MediaFormat = MediaFormat {
+        ext: "wav",
+        content_type: "audio/wav",
+    };
+    /// Anything we cannot tell.
+    pub const UNKNOWN: MediaFormat = MediaFormat {
+        ext: "bin",
+        content_type: "application/octet-stream",
+    };
+
+    /// The format from the first source that names one: the event's `recordingFormatType`
+    /// (GA), the metadata document's `recordingInfo.format`, the download's `Content-Type`;
+    /// `AudioVideo` content is always MP4. Unknown gives `.bin`.
+    pub fn infer(
+        event_format: Option<&str>,
+        metadata_format: Option<&str>,
+        event_content: Option<&str>,
+        http_content_type: Option<&str>,
+    ) -> MediaFormat {
+        let by_name = |name: &str| match name.trim().to_ascii_lowercase().as_str() {
+            "mp4" => Some(MediaFormat::MP4),
+            "mp3" => Some(MediaFormat::MP3),
+            "wav" => Some(MediaFormat::WAV),
+            _ => None,
+        };
+        let by_mime = |mime: &str| match mime
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "video/mp4" | "audio/mp4" => Some(MediaFormat::MP4),
+            "audio/mpeg" | "audio/mp3" => Some(MediaFormat::MP3),
+            "audio/wav" | "audio/x-wav" | "audio/wave" => Some(MediaFormat::WAV),
+            _ => None,
+        };
+        event_format
+            .and_then(by_name)
+            .or_else(|| metadata_format.and_then(by_name))
+            .or_else(|| {
+                event_content
+                    .filter(|c| c.eq_ignore_ascii_case("AudioVideo"))
+                    .map(|_| MediaFormat::MP4)
+            })
+            .or_else(|| http_content_type.and_then(by_mime))
+            .unwrap_or(MediaFormat::UNKNOWN)
+    }
+}
+
+/// The blobs one chunk is archived as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobNames {
+    /// The media.
+    pub media: String,
+    /// `<media>.json`: the ACS metadata document and our archive record.
+    pub record: String,
+}
+
+impl ChunkJob {
+    /// Names the chunk's blobs from `template`. Deterministic: the same chunk always gets the
+    /// same names, which is what makes redeliveries find their earlier work.
+    pub fn blob_names(&self, template: &BlobNameTemplate, format: MediaFormat) -> BlobNames {
+        let start = self
+            .recording_start_time
+            .as_deref()
+            .and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map(|t| t.to_offset(time::UtcOffset::UTC));
+        let date = |f: fn(&time::OffsetDateTime) -> String| {
+            start
+                .as_ref()
+                .map(f)
+                .unwrap_or_else(|| "undated".to_string())
+        };
+        let mut media = String::new();
+        for part in template.parts() {
+            match part {
+                Part::Literal(l) => media.push_str(l),
+                Part::Value(p) => media.push_str(&match p {
+                    Placeholder::Year => date(|t| format!("{:04}", t.year())),
+                    Placeholder::Month => date(|t| format!("{:02}", u8::from(t.month()))),
+                    Placeholder::Day => date(|t| format!("{:02}", t.day())),
+                    Placeholder::Time => {
+                        date(|t| format!("{:02}{:02}{:02}", t.hour(), t.minute(), t.second()))
+                    }
+                    Placeholder::CallId => segment(
+                        self.call
+                            .call_id
+                            .as_deref()
+                            .or(self.call.server_call_id.as_deref())
+                            .or(self.call.recording_id.as_deref()),
+                        "unknown-call",
+                    ),
+                    Placeholder::ServerCallId => {
+                        segment(self.call.server_call_id.as_deref(), "unknown-server-call")
+                    }
+                    Placeholder::RecordingId => {
+                        segment(self.call.recording_id.as_deref(), "unknown-recording")
+                    }
+                    Placeholder::DocumentId => segment(Some(&self.document_id), "unknown-document"),
+                    Placeholder::Index => format!("{:03}", self.index),
+                    Placeholder::Ext => format.ext.to_string(),
+                }),
+            }
+        }
+        BlobNames {
+            record: format!("{media}.json"),
+            media,
+        }
+    }
+}
+
+/// A value made safe for one blob-name segment: anything but letters, digits and `-_.=`
+/// becomes `_` (server call ids are base64 and may hold `/` and `+`).
+fn segment(value: Option<&str>, fallback: &str) -> String {
+    let v = value
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .unwrap_or(fallback);
+    let cleaned: String = v
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.=".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(200)
+        .collect();
+    if cleaned.trim_matches('.').is_empty() {
+        fallback.to_string()
+    } else {
+        cleaned
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,5 +536,65 @@ mod tests {
         let job = parse_recording_data(ctx(), &data).unwrap().jobs.remove(0);
         let text = serde_json::to_string(&job).unwrap();
         assert_eq!(serde_json::from_str::<ChunkJob>(&text).unwrap(), job);
+    }
+
+    fn job(subject: &str, start: Option<&str>) -> ChunkJob {
+        let data = json!({"recordingStorageInfo": {"recordingChunks": [{"documentId": "0-wus-d10-abc", "index": 7}]}, "recordingStartTime": start});
+        let ctx = EventContext {
+            id: "e",
+            subject: Some(subject),
+            time: None,
+        };
+        parse_recording_data(ctx, &data).unwrap().jobs.remove(0)
+    }
+
+    #[test]
+    fn default_names_are_dated_per_call_and_ordered() {
+        let j = job(
+            "/recording/call/c-1/serverCallId/s+1=",
+            Some("2026-11-24T23:59:59.9+02:00"),
+        );
+        let names = j.blob_names(&BlobNameTemplate::default(), MediaFormat::MP4);
+        assert_eq!(names.media, "2026/11/24/c-1/007-0-wus-d10-abc.mp4");
+        assert_eq!(names.record, "2026/11/24/c-1/007-0-wus-d10-abc.mp4.json");
+        let t = BlobNameTemplate::parse("{serverCallId}/{time}/{documentId}.{ext}").unwrap();
+        assert_eq!(
+            j.blob_names(&t, MediaFormat::UNKNOWN).media,
+            "s_1=/215959/0-wus-d10-abc.bin"
+        );
+    }
+
+    #[test]
+    fn missing_ids_and_dates_fall_back_to_named_placeholders() {
+        let j = job("nothing useful", None);
+        let t = BlobNameTemplate::parse("{year}/{callId}/{recordingId}/{documentId}").unwrap();
+        assert_eq!(
+            j.blob_names(&t, MediaFormat::WAV).media,
+            "undated/unknown-call/unknown-recording/0-wus-d10-abc"
+        );
+    }
+
+    #[test]
+    fn format_is_inferred_from_the_first_source_that_names_one() {
+        assert_eq!(
+            MediaFormat::infer(Some("Mp3"), Some("wav"), None, None),
+            MediaFormat::MP3
+        );
+        assert_eq!(
+            MediaFormat::infer(None, Some("wav"), None, Some("video/mp4")),
+            MediaFormat::WAV
+        );
+        assert_eq!(
+            MediaFormat::infer(None, None, Some("AudioVideo"), None),
+            MediaFormat::MP4
+        );
+        assert_eq!(
+            MediaFormat::infer(None, None, Some("Audio"), Some("audio/mpeg")),
+            MediaFormat::MP3
+        );
+        assert_eq!(
+            MediaFormat::infer(Some("Ogg"), None, None, Some("application/json")),
+            MediaFormat::UNKNOWN
+        );
     }
 }

@@ -6,12 +6,14 @@
 //! `Debug` and `Display` print `***`.
 
 pub mod acs;
+pub mod naming;
 pub mod storage;
 
 use std::fmt;
 use std::str::FromStr;
 
 pub use acs::AcsSettings;
+pub use naming::BlobNameTemplate;
 pub use storage::StorageSettings;
 
 /// The port the Functions host tells a custom handler to listen on.
@@ -170,6 +172,8 @@ pub struct Settings {
     pub extra_allowed_hosts: Vec<AllowedHost>,
     /// `WEBHOOK_MAX_BODY_BYTES`.
     pub max_body_bytes: usize,
+    /// `BLOB_NAME_TEMPLATE`.
+    pub blob_name_template: BlobNameTemplate,
 }
 
 impl Settings {
@@ -195,6 +199,10 @@ impl Settings {
                 v.parse::<usize>().ok().filter(|n| *n >= 1024)
             })?
             .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            blob_name_template: match lookup.get(naming::BLOB_NAME_TEMPLATE) {
+                None => BlobNameTemplate::default(),
+                Some(t) => BlobNameTemplate::parse(&t)?,
+            },
         })
     }
 
