@@ -225,6 +225,56 @@ impl App {
     }
 }
 
+/// Reads a transfer queue message: the [`ChunkJob`] JSON the webhook enqueues, or a raw Event
+/// Grid / CloudEvents event (or an array of them), for subscriptions that deliver straight to
+/// the queue with `messageEncoding: none`. Events of other types give no jobs. An error says
+/// why the message can never be processed.
+pub fn parse_transfer_message(text: &str) -> Result<Vec<ChunkJob>, String> {
+    let value: Value =
+        serde_json::from_str(text.trim()).map_err(|e| format!("message is not JSON: {e}"))?;
+    let items = match value {
+        Value::Array(items) => items,
+        other => vec![other],
+    };
+    let mut jobs = Vec::new();
+    for item in &items {
+        if item.get("documentId").is_some() && item.get("source").is_some() {
+            let job: ChunkJob = serde_json::from_value(item.clone())
+                .map_err(|e| format!("malformed transfer job: {e}"))?;
+            jobs.push(job);
+            continue;
+        }
+        let event = eventgrid::Event::read(item)
+            .map_err(|e| format!("message is neither a transfer job nor an event: {e}"))?;
+        match event.kind() {
+            EventKind::Recording => {
+                let ctx = EventContext {
+                    id: event.id,
+                    subject: event.subject,
+                    time: event.time,
+                };
+                let parsed =
+                    recording::parse_recording_data(ctx, event.data).map_err(|e| e.to_string())?;
+                if parsed.jobs.is_empty() {
+                    let reasons: Vec<_> = parsed.rejected.iter().map(ToString::to_string).collect();
+                    return Err(reasons.join("; "));
+                }
+                for e in &parsed.rejected {
+                    tracing::error!(event_id = event.id, reason = %e, "chunk rejected: it can never be archived as sent");
+                }
+                jobs.extend(parsed.jobs);
+            }
+            EventKind::Invalid(reason) => return Err(reason.to_string()),
+            _ => tracing::info!(
+                event_id = event.id,
+                event_type = event.event_type,
+                "queued event of another type ignored"
+            ),
+        }
+    }
+    Ok(jobs)
+}
+
 /// The sorting of one delivery's events.
 #[derive(Default)]
 struct Triage {
@@ -385,4 +435,41 @@ fn handshake(headers: &HeaderMap) -> WebhookResponse {
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_messages_are_jobs_or_raw_events_of_either_schema() {
+        let eg = include_str!("../tests/data/recording_ga_three_chunks.json");
+        let jobs = parse_transfer_message(eg).unwrap();
+        assert_eq!(jobs.len(), 3);
+        let one = serde_json::to_string(&jobs[1]).unwrap();
+        assert_eq!(parse_transfer_message(&one).unwrap(), vec![jobs[1].clone()]);
+        let ce = include_str!("../tests/data/recording_ga_cloudevent.json");
+        assert_eq!(parse_transfer_message(ce).unwrap().len(), 1);
+        let other = include_str!("../tests/data/other_event_type.json");
+        assert_eq!(parse_transfer_message(other).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn unusable_transfer_messages_say_why() {
+        assert!(parse_transfer_message("not json")
+            .unwrap_err()
+            .contains("not JSON"));
+        assert!(
+            parse_transfer_message(r#"{"documentId": "d", "source": 1}"#)
+                .unwrap_err()
+                .contains("malformed transfer job")
+        );
+        assert!(parse_transfer_message(r#"{"hello": 1}"#)
+            .unwrap_err()
+            .contains("id: is required"));
+        let bad = include_str!("../tests/data/recording_missing_document_id.json");
+        assert!(parse_transfer_message(bad)
+            .unwrap_err()
+            .contains("documentId"));
+    }
 }

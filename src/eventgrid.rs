@@ -170,7 +170,8 @@ pub struct Event<'a> {
 static NULL: Value = Value::Null;
 
 impl<'a> Event<'a> {
-    fn read(raw: &'a Value) -> Result<Event<'a>, String> {
+    /// Reads one event in either schema, or says which field is missing.
+    pub fn read(raw: &'a Value) -> Result<Event<'a>, String> {
         let obj = raw
             .as_object()
             .ok_or_else(|| format!("event must be an object, found {}", json_kind(raw)))?;

@@ -4,3 +4,4 @@
 //!   starts and forwards requests to.
 
 pub mod functions;
+pub mod invocation;
