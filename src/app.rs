@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 
 use crate::disposition::Disposition;
 use crate::eventgrid::{self, DeliveryError, EventKind};
+use crate::host::invocation::{Invocation, InvocationResponse};
 use crate::identity::BoxFuture;
 use crate::recording::{self, ChunkJob, EventContext};
 
@@ -129,19 +130,30 @@ impl WebhookResponse {
 /// this bounds the connections and memory one delivery can take.
 pub const DEFAULT_SUBMIT_CONCURRENCY: usize = 16;
 
-/// The application: settings-derived limits plus the archiver.
+/// The binding name of the `RecordingTransfer` queue trigger (RecordingTransfer/function.json).
+pub const TRANSFER_BINDING: &str = "job";
+
+/// The application: settings-derived limits plus the two archivers.
 #[derive(Clone)]
 pub struct App {
-    archiver: Arc<dyn ChunkArchiver>,
+    /// What the webhook does with each chunk: enqueue it (queue mode) or transfer it (inline).
+    intake: Arc<dyn ChunkArchiver>,
+    /// What `RecordingTransfer` does with each queued chunk: transfer it.
+    transfer: Arc<dyn ChunkArchiver>,
     max_body_bytes: usize,
     submit_concurrency: usize,
 }
 
 impl App {
-    /// Builds the app around an archiver.
-    pub fn new(archiver: Arc<dyn ChunkArchiver>, max_body_bytes: usize) -> Self {
+    /// Builds the app: `intake` takes the webhook's chunks, `transfer` the queued ones.
+    pub fn new(
+        intake: Arc<dyn ChunkArchiver>,
+        transfer: Arc<dyn ChunkArchiver>,
+        max_body_bytes: usize,
+    ) -> Self {
         App {
-            archiver,
+            intake,
+            transfer,
             max_body_bytes,
             submit_concurrency: DEFAULT_SUBMIT_CONCURRENCY,
         }
@@ -186,43 +198,96 @@ impl App {
                 }
             }
         }
-        let (outcomes, failures) = self.submit(std::mem::take(&mut triage.jobs)).await;
+        let jobs = std::mem::take(&mut triage.jobs);
+        let (outcomes, failures) =
+            submit(self.intake.as_ref(), jobs, self.submit_concurrency).await;
         triage.answer(delivery.len(), outcomes, failures)
     }
 
-    /// Hands every job to the archiver, a bounded number at a time.
-    async fn submit(
-        &self,
-        jobs: Vec<ChunkJob>,
-    ) -> (Vec<ArchiveOutcome>, Vec<(ChunkJob, ArchiveError)>) {
-        let results: Vec<_> = stream::iter(jobs)
-            .map(|job| async move {
-                let result = self.archiver.archive(job.clone()).await;
-                (job, result)
-            })
-            .buffer_unordered(self.submit_concurrency)
-            .collect()
-            .await;
-        let mut outcomes = Vec::new();
-        let mut failures = Vec::new();
-        for (job, result) in results {
-            match result {
-                Ok(o) => outcomes.push(o),
-                Err(e) => {
-                    match e.disposition {
-                        Disposition::Drop => {
-                            tracing::error!(event_id = %job.event_id, document_id = %job.document_id, chunk = job.index, error = %e, "recording chunk can never be archived as sent")
-                        }
-                        _ => {
-                            tracing::warn!(event_id = %job.event_id, document_id = %job.document_id, chunk = job.index, error = %e, "recording chunk not handed over; asking for redelivery")
-                        }
-                    }
-                    failures.push((job, e));
+    /// Handles one `RecordingTransfer` invocation (a queue message). Any failure answers 500,
+    /// which fails the invocation: the host makes the message visible again after its
+    /// `visibilityTimeout` and, after `maxDequeueCount` tries, moves it to `<queue>-poison`.
+    /// That holds for permanent errors too, which are logged loudly on every try: a message
+    /// is never deleted unless its chunks are archived.
+    pub async fn handle_transfer(&self, body: &[u8]) -> (u16, InvocationResponse) {
+        let mut response = InvocationResponse::default();
+        let invocation = match Invocation::parse(body) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(error = %e, "RecordingTransfer invocation is malformed");
+                response.logs.push(e.to_string());
+                return (400, response);
+            }
+        };
+        let dequeue_count = invocation.dequeue_count().unwrap_or(1);
+        let message_id = invocation.message_id().unwrap_or_else(|| "-".into());
+        let jobs = invocation
+            .trigger_text(TRANSFER_BINDING)
+            .map_err(|e| e.to_string())
+            .and_then(|text| parse_transfer_message(&text));
+        let jobs = match jobs {
+            Ok(jobs) => jobs,
+            Err(reason) => {
+                tracing::error!(message_id = %message_id, dequeue_count, reason = %reason, "transfer message can never be processed; it will end in the poison queue");
+                response.logs.push(format!("permanent: {reason}"));
+                return (500, response);
+            }
+        };
+        let (outcomes, failures) =
+            submit(self.transfer.as_ref(), jobs, self.submit_concurrency).await;
+        for o in &outcomes {
+            response.logs.push(format!("{o:?}"));
+        }
+        if failures.is_empty() {
+            tracing::info!(message_id = %message_id, chunks = outcomes.len(), "transfer message done");
+            return (200, response);
+        }
+        for (job, e) in &failures {
+            let kind = if e.disposition == Disposition::Drop {
+                "permanent"
+            } else {
+                "transient"
+            };
+            response.logs.push(format!(
+                "{kind}: chunk {} ({}): {}",
+                job.index, job.document_id, e.message
+            ));
+        }
+        tracing::warn!(message_id = %message_id, dequeue_count, failed = failures.len(), "transfer message failed; the host will retry it");
+        (500, response)
+    }
+}
+
+/// Hands every job to `archiver`, `concurrency` at a time, and sorts the results.
+async fn submit(
+    archiver: &dyn ChunkArchiver,
+    jobs: Vec<ChunkJob>,
+    concurrency: usize,
+) -> (Vec<ArchiveOutcome>, Vec<(ChunkJob, ArchiveError)>) {
+    let results: Vec<_> = stream::iter(jobs)
+        .map(|job| async move {
+            let result = archiver.archive(job.clone()).await;
+            (job, result)
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let mut outcomes = Vec::new();
+    let mut failures = Vec::new();
+    for (job, result) in results {
+        match result {
+            Ok(o) => outcomes.push(o),
+            Err(e) => {
+                if e.disposition == Disposition::Drop {
+                    tracing::error!(event_id = %job.event_id, document_id = %job.document_id, chunk = job.index, error = %e, "recording chunk can never be archived as sent");
+                } else {
+                    tracing::warn!(event_id = %job.event_id, document_id = %job.document_id, chunk = job.index, error = %e, "recording chunk not archived yet; asking to be tried again");
                 }
+                failures.push((job, e));
             }
         }
-        (outcomes, failures)
     }
+    (outcomes, failures)
 }
 
 /// Reads a transfer queue message: the [`ChunkJob`] JSON the webhook enqueues, or a raw Event

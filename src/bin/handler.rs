@@ -46,7 +46,8 @@ async fn run(settings: Settings, port: u16) -> ExitCode {
         Err(e) => return fail(&format!("cannot listen on {addr}: {e}")),
     };
     tracing::info!(%addr, mode = ?settings.archive_mode, container = %settings.container, "handler listening");
-    let app = App::new(Arc::new(LogOnlyArchiver), settings.max_body_bytes);
+    let archiver = Arc::new(LogOnlyArchiver);
+    let app = App::new(archiver.clone(), archiver, settings.max_body_bytes);
     functions::serve(listener, app, shutdown_signal(), functions::SHUTDOWN_GRACE).await;
     tracing::info!("handler stopped");
     ExitCode::SUCCESS

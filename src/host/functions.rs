@@ -17,9 +17,16 @@ use warp::Filter;
 
 use crate::app::{App, WebhookRequest, WebhookResponse};
 use crate::eventgrid::DeliveryError;
+use crate::host::invocation::InvocationResponse;
 
 /// The route the host forwards `RecordingWebhook` requests to (`routePrefix` "api").
 pub const WEBHOOK_PATH: &str = "/api/recordingwebhook";
+/// The route the host invokes `RecordingTransfer` (queue trigger) on, with the envelope.
+pub const TRANSFER_PATH: &str = "/recordingtransfer";
+
+/// Largest invocation envelope read: a queue message is at most 64 KiB, base64 and JSON
+/// encoding at most double that, plus the metadata.
+const MAX_INVOCATION_BYTES: usize = 512 * 1024;
 
 /// How long in-flight requests may run on after a shutdown signal before the process exits
 /// anyway. The host stops waiting for a worker it is recycling after about this long too.
@@ -105,6 +112,24 @@ where
                 }
                 Err(e) => WebhookResponse::from_delivery_error(&e),
             }
+        }
+        TRANSFER_PATH if method == Method::POST => {
+            let (status, reply) = match read_body(&headers, body, MAX_INVOCATION_BYTES).await {
+                Ok(body) => app.handle_transfer(&body).await,
+                Err(e) => (
+                    e.status(),
+                    InvocationResponse {
+                        logs: vec![e.to_string()],
+                        ..Default::default()
+                    },
+                ),
+            };
+            tracing::info!(status, "invocation answered");
+            return to_http(WebhookResponse {
+                status,
+                headers: Vec::new(),
+                body: serde_json::to_value(&reply).ok(),
+            });
         }
         _ => {
             return plain(StatusCode::NOT_FOUND, "no function is served at this path");
