@@ -16,6 +16,7 @@
 //! | [`identity`] | managed-identity bearer tokens, cached |
 //! | [`acs`] | ACS recording downloads: HMAC signing, SSRF allowlist, resumable streams |
 //! | [`blob`] | Blob REST: SharedKey/SAS/bearer auth, blocks, block lists |
+//! | [`transfer`] | one chunk from ACS into blocks and a create-only commit: exactly once, resumable, bounded memory |
 //! | [`eventgrid`] | Event Grid and CloudEvents delivery schemas, handshakes, classification (pure) |
 //! | [`app`] | what one webhook delivery does, and the [`app::ChunkArchiver`] seam |
 //! | [`host`] | the Azure Functions custom-handler front end (warp routes) |
@@ -25,14 +26,15 @@
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
-pub mod disposition;
-pub mod config;
+pub mod acs;
+pub mod app;
+pub mod blob;
 pub mod clock;
+pub mod config;
+pub mod disposition;
+pub mod eventgrid;
+pub mod host;
+pub mod identity;
 pub mod recording;
 pub mod retry;
-pub mod identity;
-pub mod acs;
-pub mod blob;
-pub mod eventgrid;
-pub mod app;
-pub mod host;
+pub mod transfer;

@@ -1,0 +1,1010 @@
+//! One chunk from ACS into Blob Storage: download stream -> fixed-size blocks -> a bounded
+//! number of Put Blocks in flight -> one create-only commit. Exactly once per chunk, resumable
+//! after a crash, in memory bounded by `block_bytes x (parallel_blocks + 2)`.
+//!
+//! The recipe (`azure-protocols.md` §5.6):
+//! 1. Name the blobs deterministically from the chunk ([`ChunkJob::blob_names`]); block ids
+//!    are deterministic too ([`block_id`]), so every attempt at a chunk writes the same names.
+//! 2. If the media blob is committed with the size it was archived with, stop: already archived.
+//! 3. Otherwise read the uncommitted blocks, keep the leading run whose ids and sizes match,
+//!    and resume the ACS download at the byte after them (`Range`).
+//! 4. Stage the rest, then commit with `If-None-Match: *`. A concurrent duplicate that commits
+//!    first makes ours answer "already exists", which is success once the size checks out.
+//! 5. Check the committed size against what ACS reported, then write `<media>.json`: the ACS
+//!    metadata document and our archive record.
+//!
+//! The two remote sides are traits ([`ChunkReader`], [`BlockStore`]) so the algorithm is tested
+//! on in-memory fakes; [`AcsChunkReader`] and [`BlobBlockStore`] adapt the real clients.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{BoxStream, FuturesUnordered, StreamExt};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use crate::clock::Clock;
+use crate::config::{BlobNameTemplate, TransferSettings};
+use crate::disposition::Disposition;
+use crate::identity::BoxFuture;
+use crate::recording::{BlobNames, ChunkJob, MediaFormat};
+
+/// Metadata keys on the media blob (lower-case alphanumeric: see the SharedKey sort note in
+/// `azure-protocols.md` §5.2).
+const META_SIZE: &str = "archivedbytes";
+const META_SHA256: &str = "sha256";
+const META_DOCUMENT: &str = "documentid";
+const META_EVENT: &str = "sourceeventid";
+const META_INDEX: &str = "chunkindex";
+
+/// Why a chunk was not archived. Each variant knows what the caller must do.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransferError {
+    /// Reading from ACS failed (after the client's own retries).
+    #[error("chunk {index} ({document_id}): download: {message}")]
+    Download {
+        /// Chunk index.
+        index: u32,
+        /// Chunk document id.
+        document_id: String,
+        /// What the ACS client reported (no secrets).
+        message: String,
+        /// What the ACS client classified it as.
+        disposition: Disposition,
+    },
+    /// A Blob Storage call failed (after the client's own retries).
+    #[error("blob {blob}: {message}")]
+    Storage {
+        /// Blob name.
+        blob: String,
+        /// What the Blob client reported, with the service's request id.
+        message: String,
+        /// What the Blob client classified it as.
+        disposition: Disposition,
+    },
+    /// The bytes read do not add up to what ACS announced.
+    #[error("chunk {index} ({document_id}): expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        /// Chunk index.
+        index: u32,
+        /// Chunk document id.
+        document_id: String,
+        /// Bytes ACS announced.
+        expected: u64,
+        /// Bytes received or committed.
+        actual: u64,
+    },
+    /// A blob with our name exists but was not written by a complete archive of this chunk.
+    #[error("blob {blob} exists with {size} bytes but no complete archive record; refusing to overwrite it")]
+    Conflict {
+        /// Blob name.
+        blob: String,
+        /// Its size.
+        size: u64,
+    },
+    /// The chunk has more blocks than Blob Storage allows (50,000).
+    #[error("chunk {index}: {bytes} bytes need {blocks} blocks of {block_bytes} bytes, over the 50,000-block limit; raise TRANSFER_BLOCK_BYTES")]
+    TooManyBlocks {
+        /// Chunk index.
+        index: u32,
+        /// Chunk size.
+        bytes: u64,
+        /// Block size in use.
+        block_bytes: usize,
+        /// Blocks needed.
+        blocks: u64,
+    },
+}
+
+impl TransferError {
+    /// What the caller must do.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            TransferError::Download { disposition, .. }
+            | TransferError::Storage { disposition, .. } => *disposition,
+            // A short body that slipped past the download's own checks: try again.
+            TransferError::SizeMismatch { .. } => Disposition::Retry,
+            TransferError::Conflict { .. } | TransferError::TooManyBlocks { .. } => {
+                Disposition::Drop
+            }
+        }
+    }
+}
+
+/// Most blocks one blob may commit.
+pub const MAX_BLOCKS: u64 = 50_000;
+
+/// The deterministic id of block `index`: the same chunk and index always give the same id,
+/// and every id has the same length (Blob Storage requires both).
+pub fn block_id(index: u64) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("rablk-{index:08}"))
+}
+
+/// The media stream from ACS, from some offset.
+pub struct SourceStream {
+    /// Length of the whole chunk, as ACS reports it.
+    pub total_len: u64,
+    /// The byte the stream starts at.
+    pub offset: u64,
+    /// `Content-Type` of the response, if any.
+    pub content_type: Option<String>,
+    /// The bytes.
+    pub body: BoxStream<'static, Result<Bytes, TransferError>>,
+}
+
+/// Where a chunk's bytes come from.
+pub trait ChunkReader: Send + Sync {
+    /// The media and metadata URLs of a chunk (refused URLs are permanent errors).
+    fn locate(&self, job: &ChunkJob) -> Result<(Url, Option<Url>), TransferError>;
+    /// Opens the media from byte `offset`.
+    fn open<'a>(
+        &'a self,
+        job: &'a ChunkJob,
+        media: &'a Url,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<SourceStream, TransferError>>;
+    /// Fetches the (small) metadata document.
+    fn metadata<'a>(
+        &'a self,
+        job: &'a ChunkJob,
+        url: &'a Url,
+    ) -> BoxFuture<'a, Result<Bytes, TransferError>>;
+}
+
+/// A committed blob, as far as the pipeline cares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredBlob {
+    /// Its length.
+    pub content_length: u64,
+    /// Its `x-ms-meta-*` values (lower-case names).
+    pub metadata: Vec<(String, String)>,
+}
+
+impl StoredBlob {
+    fn meta(&self, name: &str) -> Option<&str> {
+        self.metadata
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How a create-only write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// We created the blob.
+    Created,
+    /// It already existed (an earlier or concurrent attempt won).
+    AlreadyExists,
+}
+
+/// Where blocks go.
+pub trait BlockStore: Send + Sync {
+    /// The committed blob's properties, or `None` if there is no committed blob.
+    fn properties<'a>(
+        &'a self,
+        blob: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredBlob>, TransferError>>;
+    /// Uncommitted blocks of `blob` as `(id, size)`.
+    fn uncommitted_blocks<'a>(
+        &'a self,
+        blob: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, u64)>, TransferError>>;
+    /// Stages one block.
+    fn stage_block<'a>(
+        &'a self,
+        blob: &'a str,
+        id: String,
+        data: Bytes,
+        md5: Option<[u8; 16]>,
+    ) -> BoxFuture<'a, Result<(), TransferError>>;
+    /// Commits `ids` in order, create-only, with the blob's content type and metadata.
+    fn commit<'a>(
+        &'a self,
+        blob: &'a str,
+        ids: Vec<String>,
+        content_type: &'a str,
+        metadata: Vec<(String, String)>,
+    ) -> BoxFuture<'a, Result<Committed, TransferError>>;
+    /// Writes a small blob in one request, create-only.
+    fn put_small<'a>(
+        &'a self,
+        blob: &'a str,
+        body: Bytes,
+        content_type: &'a str,
+    ) -> BoxFuture<'a, Result<Committed, TransferError>>;
+}
+
+/// What a finished transfer did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferReport {
+    /// Copied now.
+    Archived {
+        /// Media blob name.
+        blob: String,
+        /// Chunk size.
+        bytes: u64,
+        /// Bytes skipped because they were already staged.
+        resumed_from: u64,
+        /// Hex SHA-256 of the chunk, when computed.
+        sha256: Option<String>,
+    },
+    /// Found complete from an earlier delivery.
+    AlreadyArchived {
+        /// Media blob name.
+        blob: String,
+    },
+}
+
+/// Archives chunks: the pipeline with its settings.
+pub struct Transfer {
+    reader: Arc<dyn ChunkReader>,
+    store: Arc<dyn BlockStore>,
+    settings: TransferSettings,
+    template: BlobNameTemplate,
+    clock: Arc<dyn Clock>,
+}
+
+impl Transfer {
+    /// Builds the pipeline.
+    pub fn new(
+        reader: Arc<dyn ChunkReader>,
+        store: Arc<dyn BlockStore>,
+        settings: TransferSettings,
+        template: BlobNameTemplate,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Transfer {
+            reader,
+            store,
+            settings,
+            template,
+            clock,
+        }
+    }
+
+    /// Archives one chunk (media and record). Idempotent.
+    pub async fn archive(&self, job: &ChunkJob) -> Result<TransferReport, TransferError> {
+        let started_at = self.clock.now();
+        let started = Instant::now();
+        let (media_url, metadata_url) = self.reader.locate(job)?;
+        let acs_metadata = match &metadata_url {
+            Some(url) => Some(self.reader.metadata(job, url).await?),
+            None => None,
+        };
+        let acs_metadata: Option<Value> = acs_metadata.map(|b| {
+            serde_json::from_slice(&b)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into_owned()))
+        });
+        let metadata_format = acs_metadata
+            .as_ref()
+            .and_then(|m| m.pointer("/recordingInfo/format"))
+            .and_then(Value::as_str);
+        let mut format = MediaFormat::infer(
+            job.format_type.as_deref(),
+            metadata_format,
+            job.content_type.as_deref(),
+            None,
+        );
+        // Without a format from the event or the metadata, the response's Content-Type names
+        // it; the stream opened to learn it is used if the transfer starts at byte 0.
+        let mut opened = None;
+        if format == MediaFormat::UNKNOWN {
+            let stream = self.reader.open(job, &media_url, 0).await?;
+            format = MediaFormat::infer(None, None, None, stream.content_type.as_deref());
+            opened = Some(stream);
+        }
+        let names = job.blob_names(&self.template, format);
+
+        if let Some(existing) = self.store.properties(&names.media).await? {
+            let complete = existing.meta(META_SIZE).and_then(|v| v.parse::<u64>().ok())
+                == Some(existing.content_length);
+            if !complete {
+                return Err(TransferError::Conflict {
+                    blob: names.media,
+                    size: existing.content_length,
+                });
+            }
+            // The media is in; the record may have been lost to a crash right after the commit.
+            let record = self.record(
+                job,
+                &names,
+                format,
+                &existing,
+                acs_metadata,
+                None,
+                started_at,
+                started,
+            );
+            self.put_record(&names, record).await?;
+            tracing::info!(blob = %names.media, "chunk already archived");
+            return Ok(TransferReport::AlreadyArchived { blob: names.media });
+        }
+
+        let block = self.settings.block_bytes as u64;
+        let staged = self.store.uncommitted_blocks(&names.media).await?;
+        let reusable = staged
+            .iter()
+            .enumerate()
+            .take_while(|(i, (id, size))| *id == block_id(*i as u64) && *size == block)
+            .count() as u64;
+        let mut offset = reusable * block;
+        let mut stream = match opened {
+            Some(s) if offset == 0 => s,
+            _ => self.reader.open(job, &media_url, offset).await?,
+        };
+        if offset > stream.total_len {
+            // Staged blocks from a source of another size: start over.
+            offset = 0;
+            stream = self.reader.open(job, &media_url, 0).await?;
+        }
+        let total = stream.total_len;
+        let blocks = total.div_ceil(block);
+        if blocks > MAX_BLOCKS {
+            return Err(TransferError::TooManyBlocks {
+                index: job.index,
+                bytes: total,
+                block_bytes: self.settings.block_bytes,
+                blocks,
+            });
+        }
+        if offset > 0 {
+            tracing::info!(blob = %names.media, resume_at = offset, reused_blocks = reusable, "resuming a partial transfer");
+        }
+        let sha256 = self.pump(job, &names.media, stream, offset / block).await?;
+
+        let sha_hex = sha256.map(|d| hex(&d));
+        let mut metadata = vec![
+            (META_SIZE.to_string(), total.to_string()),
+            (META_DOCUMENT.to_string(), job.document_id.clone()),
+            (META_INDEX.to_string(), job.index.to_string()),
+            (META_EVENT.to_string(), ascii_meta(&job.event_id)),
+        ];
+        if let Some(h) = &sha_hex {
+            metadata.push((META_SHA256.to_string(), h.clone()));
+        }
+        let ids = (0..blocks).map(block_id).collect();
+        let committed = self
+            .store
+            .commit(&names.media, ids, format.content_type, metadata)
+            .await?;
+        let stored = self
+            .store
+            .properties(&names.media)
+            .await?
+            .unwrap_or_default();
+        if stored.content_length != total {
+            return Err(TransferError::SizeMismatch {
+                index: job.index,
+                document_id: job.document_id.clone(),
+                expected: total,
+                actual: stored.content_length,
+            });
+        }
+        if committed == Committed::AlreadyExists {
+            tracing::info!(blob = %names.media, "a concurrent delivery committed this chunk first");
+            return Ok(TransferReport::AlreadyArchived { blob: names.media });
+        }
+        let record = self.record(
+            job,
+            &names,
+            format,
+            &stored,
+            acs_metadata,
+            Some((offset, sha_hex.clone())),
+            started_at,
+            started,
+        );
+        self.put_record(&names, record).await?;
+        tracing::info!(blob = %names.media, bytes = total, resumed_from = offset, elapsed_ms = started.elapsed().as_millis() as u64, "chunk archived");
+        Ok(TransferReport::Archived {
+            blob: names.media,
+            bytes: total,
+            resumed_from: offset,
+            sha256: sha_hex,
+        })
+    }
+
+    /// Cuts the stream into blocks and stages them, `parallel_blocks` at a time. Returns the
+    /// chunk's SHA-256 when it was asked for and the stream started at byte 0.
+    async fn pump(
+        &self,
+        job: &ChunkJob,
+        blob: &str,
+        stream: SourceStream,
+        first_block: u64,
+    ) -> Result<Option<[u8; 32]>, TransferError> {
+        let block = self.settings.block_bytes;
+        let expected = stream.total_len - stream.offset;
+        let hasher = (self.settings.sha256 && stream.offset == 0)
+            .then(|| ChunkHasher::spawn(self.settings.parallel_blocks));
+        let mut body = stream.body;
+        let mut buf = BytesMut::with_capacity(block);
+        let mut index = first_block;
+        let mut received: u64 = 0;
+        let mut inflight = FuturesUnordered::new();
+        let mut finished = false;
+        while !finished {
+            match body.next().await {
+                Some(Ok(part)) => {
+                    received += part.len() as u64;
+                    buf.extend_from_slice(&part);
+                }
+                Some(Err(e)) => {
+                    // Let the blocks already on their way land: the next attempt resumes
+                    // after them instead of sending them again.
+                    while inflight.next().await.is_some() {}
+                    return Err(e);
+                }
+                None => finished = true,
+            }
+            while buf.len() >= block || (finished && !buf.is_empty()) {
+                let take = buf.len().min(block);
+                let data = buf.split_to(take).freeze();
+                if buf.capacity() < block {
+                    buf.reserve(block);
+                }
+                if let Some(h) = &hasher {
+                    h.feed(data.clone()).await;
+                }
+                while inflight.len() >= self.settings.parallel_blocks {
+                    if let Some(r) = inflight.next().await {
+                        r?;
+                    }
+                }
+                inflight.push(self.stage(blob, index, data));
+                index += 1;
+            }
+        }
+        while let Some(r) = inflight.next().await {
+            r?;
+        }
+        if received != expected {
+            return Err(TransferError::SizeMismatch {
+                index: job.index,
+                document_id: job.document_id.clone(),
+                expected: stream.total_len,
+                actual: stream.offset + received,
+            });
+        }
+        Ok(match hasher {
+            Some(h) => Some(h.finish().await),
+            None => None,
+        })
+    }
+
+    async fn stage(&self, blob: &str, index: u64, data: Bytes) -> Result<(), TransferError> {
+        let md5 = if self.settings.content_md5 {
+            let d = data.clone();
+            // MD5 runs at ~600-760 MB/s per core: off the async threads.
+            tokio::task::spawn_blocking(move || md5_digest(&d))
+                .await
+                .ok()
+        } else {
+            None
+        };
+        self.store
+            .stage_block(blob, block_id(index), data, md5)
+            .await
+    }
+
+    async fn put_record(&self, names: &BlobNames, record: Value) -> Result<(), TransferError> {
+        let body = Bytes::from(serde_json::to_vec_pretty(&record).unwrap_or_default());
+        self.store
+            .put_small(&names.record, body, "application/json")
+            .await
+            .map(|_| ())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        job: &ChunkJob,
+        names: &BlobNames,
+        format: MediaFormat,
+        stored: &StoredBlob,
+        acs_metadata: Option<Value>,
+        transfer: Option<(u64, Option<String>)>,
+        started_at: SystemTime,
+        started: Instant,
+    ) -> Value {
+        let (resumed_from, sha256) = match transfer {
+            Some((offset, sha)) => (Some(offset), sha),
+            None => (None, stored.meta(META_SHA256).map(str::to_string)),
+        };
+        let sha_note = match (&sha256, resumed_from) {
+            (Some(_), _) => None,
+            (None, Some(o)) if o > 0 => {
+                Some(format!("not computed: the transfer resumed at byte {o}"))
+            }
+            (None, _) => Some("not computed (TRANSFER_SHA256=false)".to_string()),
+        };
+        json!({
+            "acsMetadata": acs_metadata,
+            "archive": {
+                "archiver": concat!("recording-archiver/", env!("CARGO_PKG_VERSION")),
+                "sourceEventId": job.event_id,
+                "documentId": job.document_id,
+                "chunkIndex": job.index,
+                "chunkCount": job.chunk_count,
+                "endReason": job.end_reason,
+                "call": job.call,
+                "recordingStartTime": job.recording_start_time,
+                "mediaBlob": names.media,
+                "contentType": format.content_type,
+                "sizeBytes": stored.content_length,
+                "sha256": sha256,
+                "sha256Note": sha_note,
+                "resumedFromByte": resumed_from,
+                "blockBytes": self.settings.block_bytes,
+                "contentMd5PerBlock": self.settings.content_md5,
+                "startedAt": rfc3339(started_at),
+                "finishedAt": rfc3339(self.clock.now()),
+                "durationMs": started.elapsed().as_millis() as u64,
+            }
+        })
+    }
+}
+
+/// SHA-256 of a chunk, fed block by block on its own thread so hashing overlaps the network.
+struct ChunkHasher {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    done: std::thread::JoinHandle<[u8; 32]>,
+}
+
+impl ChunkHasher {
+    fn spawn(queue: usize) -> ChunkHasher {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(queue.max(1));
+        let done = std::thread::spawn(move || {
+            let mut h = Sha256::new();
+            while let Some(block) = rx.blocking_recv() {
+                h.update(&block);
+            }
+            h.finalize().into()
+        });
+        ChunkHasher { tx, done }
+    }
+
+    /// Queues a block; waits only when the hasher is `queue` blocks behind, which bounds the
+    /// memory it holds.
+    async fn feed(&self, block: Bytes) {
+        let _ = self.tx.send(block).await;
+    }
+
+    async fn finish(self) -> [u8; 32] {
+        drop(self.tx);
+        let done = self.done;
+        tokio::task::spawn_blocking(move || done.join().unwrap_or([0; 32]))
+            .await
+            .unwrap_or([0; 32])
+    }
+}
+
+fn md5_digest(data: &[u8]) -> [u8; 16] {
+    use md5::Digest as _;
+    md5::Md5::digest(data).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Metadata values must be ASCII; event ids are GUIDs, but nothing guarantees it.
+fn ascii_meta(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::recording::{CallIds, ChunkSource};
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    const BLOCK: usize = 64 * 1024;
+
+    fn content(len: usize) -> Bytes {
+        (0..len)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect::<Vec<_>>()
+            .into()
+    }
+
+    fn job(format: Option<&str>) -> ChunkJob {
+        ChunkJob {
+            event_id: "evt".into(),
+            call: CallIds {
+                call_id: Some("call-1".into()),
+                ..Default::default()
+            },
+            document_id: "doc-1".into(),
+            index: 0,
+            chunk_count: 1,
+            end_reason: None,
+            recording_start_time: Some("2026-11-24T09:00:00Z".into()),
+            recording_duration_ms: None,
+            session_end_reason: None,
+            content_type: None,
+            channel_type: None,
+            format_type: format.map(str::to_string),
+            source: ChunkSource::Preview,
+        }
+    }
+
+    /// A source that serves `data`, optionally failing once it has sent `fail_after` bytes.
+    struct FakeReader {
+        data: Bytes,
+        fail_after: Mutex<Option<u64>>,
+        opens: Mutex<Vec<u64>>,
+        content_type: Option<&'static str>,
+    }
+
+    impl FakeReader {
+        fn new(data: Bytes) -> Arc<Self> {
+            Arc::new(FakeReader {
+                data,
+                fail_after: Mutex::new(None),
+                opens: Mutex::default(),
+                content_type: None,
+            })
+        }
+    }
+
+    impl ChunkReader for FakeReader {
+        fn locate(&self, _job: &ChunkJob) -> Result<(Url, Option<Url>), TransferError> {
+            Ok((
+                Url::parse("https://x.asm.skype.com/media").unwrap(),
+                Some(Url::parse("https://x.asm.skype.com/meta").unwrap()),
+            ))
+        }
+        fn open<'a>(
+            &'a self,
+            _job: &'a ChunkJob,
+            _media: &'a Url,
+            offset: u64,
+        ) -> BoxFuture<'a, Result<SourceStream, TransferError>> {
+            self.opens.lock().unwrap().push(offset);
+            let fail_after = self.fail_after.lock().unwrap().take();
+            let rest = self.data.slice(offset as usize..);
+            let parts: Vec<Bytes> = rest.chunks(10_000).map(Bytes::copy_from_slice).collect();
+            let mut sent = offset;
+            let body = futures_util::stream::iter(parts.into_iter().map(move |p| {
+                sent += p.len() as u64;
+                match fail_after {
+                    Some(limit) if sent > limit => Err(TransferError::Download {
+                        index: 0,
+                        document_id: "doc-1".into(),
+                        message: "connection reset".into(),
+                        disposition: Disposition::Retry,
+                    }),
+                    _ => Ok(p),
+                }
+            }));
+            let total_len = self.data.len() as u64;
+            let content_type = self.content_type.map(str::to_string);
+            Box::pin(async move {
+                Ok(SourceStream {
+                    total_len,
+                    offset,
+                    content_type,
+                    body: body.boxed(),
+                })
+            })
+        }
+        fn metadata<'a>(
+            &'a self,
+            _job: &'a ChunkJob,
+            _url: &'a Url,
+        ) -> BoxFuture<'a, Result<Bytes, TransferError>> {
+            Box::pin(async {
+                Ok(Bytes::from_static(
+                    br#"{"chunkDocumentId":"doc-1","recordingInfo":{"format":"mp3"}}"#,
+                ))
+            })
+        }
+    }
+
+    #[derive(Default)]
+    struct Blob {
+        staged: HashMap<String, Bytes>,
+        committed: Option<(Bytes, String, Vec<(String, String)>)>,
+    }
+
+    #[derive(Default)]
+    struct FakeStore {
+        blobs: Mutex<HashMap<String, Blob>>,
+        stages: AtomicUsize,
+        inflight: AtomicUsize,
+        max_inflight: AtomicUsize,
+    }
+
+    impl FakeStore {
+        fn committed(&self, name: &str) -> Option<(Bytes, String, Vec<(String, String)>)> {
+            self.blobs
+                .lock()
+                .unwrap()
+                .get(name)
+                .and_then(|b| b.committed.clone())
+        }
+    }
+
+    impl BlockStore for FakeStore {
+        fn properties<'a>(
+            &'a self,
+            blob: &'a str,
+        ) -> BoxFuture<'a, Result<Option<StoredBlob>, TransferError>> {
+            let r = self.committed(blob).map(|(data, _, metadata)| StoredBlob {
+                content_length: data.len() as u64,
+                metadata,
+            });
+            Box::pin(async move { Ok(r) })
+        }
+        fn uncommitted_blocks<'a>(
+            &'a self,
+            blob: &'a str,
+        ) -> BoxFuture<'a, Result<Vec<(String, u64)>, TransferError>> {
+            let mut v: Vec<(String, u64)> = self
+                .blobs
+                .lock()
+                .unwrap()
+                .get(blob)
+                .map(|b| {
+                    b.staged
+                        .iter()
+                        .map(|(k, d)| (k.clone(), d.len() as u64))
+                        .collect()
+                })
+                .unwrap_or_default();
+            v.sort();
+            Box::pin(async move { Ok(v) })
+        }
+        fn stage_block<'a>(
+            &'a self,
+            blob: &'a str,
+            id: String,
+            data: Bytes,
+            _md5: Option<[u8; 16]>,
+        ) -> BoxFuture<'a, Result<(), TransferError>> {
+            Box::pin(async move {
+                let now = self.inflight.fetch_add(1, Ordering::SeqCst) + 1;
+                self.max_inflight.fetch_max(now, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                self.stages.fetch_add(1, Ordering::SeqCst);
+                self.blobs
+                    .lock()
+                    .unwrap()
+                    .entry(blob.to_string())
+                    .or_default()
+                    .staged
+                    .insert(id, data);
+                self.inflight.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            })
+        }
+        fn commit<'a>(
+            &'a self,
+            blob: &'a str,
+            ids: Vec<String>,
+            content_type: &'a str,
+            metadata: Vec<(String, String)>,
+        ) -> BoxFuture<'a, Result<Committed, TransferError>> {
+            let mut blobs = self.blobs.lock().unwrap();
+            let b = blobs.entry(blob.to_string()).or_default();
+            let r = if b.committed.is_some() {
+                Ok(Committed::AlreadyExists)
+            } else {
+                let mut data = Vec::new();
+                for id in &ids {
+                    data.extend_from_slice(
+                        b.staged
+                            .get(id)
+                            .expect("committing a block that was never staged"),
+                    );
+                }
+                b.committed = Some((data.into(), content_type.to_string(), metadata));
+                b.staged.clear();
+                Ok(Committed::Created)
+            };
+            Box::pin(async move { r })
+        }
+        fn put_small<'a>(
+            &'a self,
+            blob: &'a str,
+            body: Bytes,
+            content_type: &'a str,
+        ) -> BoxFuture<'a, Result<Committed, TransferError>> {
+            let mut blobs = self.blobs.lock().unwrap();
+            let b = blobs.entry(blob.to_string()).or_default();
+            let r = if b.committed.is_some() {
+                Committed::AlreadyExists
+            } else {
+                b.committed = Some((body, content_type.to_string(), vec![]));
+                Committed::Created
+            };
+            Box::pin(async move { Ok(r) })
+        }
+    }
+
+    fn transfer(reader: Arc<FakeReader>, store: Arc<FakeStore>, sha256: bool) -> Transfer {
+        let settings = TransferSettings {
+            block_bytes: BLOCK,
+            parallel_blocks: 3,
+            content_md5: true,
+            sha256,
+        };
+        Transfer::new(
+            reader,
+            store,
+            settings,
+            BlobNameTemplate::default(),
+            Arc::new(SystemClock),
+        )
+    }
+
+    const MEDIA: &str = "2026/11/24/call-1/000-doc-1.mp4";
+
+    #[tokio::test]
+    async fn a_chunk_lands_byte_exact_with_its_record() {
+        let data = content(10 * BLOCK + 100);
+        let store = Arc::new(FakeStore::default());
+        let report = transfer(FakeReader::new(data.clone()), store.clone(), true)
+            .archive(&job(Some("Mp4")))
+            .await
+            .unwrap();
+        let sha = hex(&Sha256::digest(&data));
+        assert_eq!(
+            report,
+            TransferReport::Archived {
+                blob: MEDIA.into(),
+                bytes: data.len() as u64,
+                resumed_from: 0,
+                sha256: Some(sha.clone())
+            }
+        );
+        let (stored, content_type, meta) = store.committed(MEDIA).unwrap();
+        assert_eq!(stored, data);
+        assert_eq!(content_type, "video/mp4");
+        assert!(meta.contains(&(META_SIZE.to_string(), data.len().to_string())));
+        let (record, record_type, _) = store.committed(&format!("{MEDIA}.json")).unwrap();
+        assert_eq!(record_type, "application/json");
+        let record: Value = serde_json::from_slice(&record).unwrap();
+        assert_eq!(record["archive"]["sha256"], sha);
+        assert_eq!(record["archive"]["sizeBytes"], data.len() as u64);
+        assert_eq!(record["acsMetadata"]["chunkDocumentId"], "doc-1");
+        assert_eq!(store.stages.load(Ordering::SeqCst), 11);
+        assert!(
+            store.max_inflight.load(Ordering::SeqCst) <= 3,
+            "never more than parallel_blocks in flight"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redelivery_finds_the_archive_and_copies_nothing() {
+        let data = content(3 * BLOCK);
+        let store = Arc::new(FakeStore::default());
+        let reader = FakeReader::new(data);
+        let t = transfer(reader.clone(), store.clone(), true);
+        t.archive(&job(Some("Mp4"))).await.unwrap();
+        let stages = store.stages.load(Ordering::SeqCst);
+        for _ in 0..3 {
+            assert_eq!(
+                t.archive(&job(Some("Mp4"))).await.unwrap(),
+                TransferReport::AlreadyArchived { blob: MEDIA.into() }
+            );
+        }
+        assert_eq!(store.stages.load(Ordering::SeqCst), stages);
+        assert_eq!(
+            reader.opens.lock().unwrap().len(),
+            1,
+            "the media is not downloaded again"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_transfer_resumes_after_its_staged_blocks() {
+        let data = content(8 * BLOCK + 7);
+        let store = Arc::new(FakeStore::default());
+        let reader = FakeReader::new(data.clone());
+        *reader.fail_after.lock().unwrap() = Some((5 * BLOCK + BLOCK / 2) as u64);
+        let t = transfer(reader.clone(), store.clone(), true);
+        let err = t.archive(&job(Some("Mp4"))).await.unwrap_err();
+        assert_eq!(err.disposition(), Disposition::Retry);
+        let staged_before = store.stages.load(Ordering::SeqCst);
+        assert!(staged_before >= 5, "{staged_before}");
+
+        let report = t.archive(&job(Some("Mp4"))).await.unwrap();
+        let TransferReport::Archived {
+            resumed_from,
+            sha256,
+            ..
+        } = report
+        else {
+            panic!("{report:?}")
+        };
+        assert_eq!(resumed_from, 5 * BLOCK as u64);
+        assert_eq!(sha256, None, "the hash of bytes not read again is unknown");
+        assert_eq!(*reader.opens.lock().unwrap(), vec![0, 5 * BLOCK as u64]);
+        assert_eq!(
+            store.stages.load(Ordering::SeqCst) - staged_before,
+            4,
+            "only blocks 5..=8 are uploaded again"
+        );
+        assert_eq!(store.committed(MEDIA).unwrap().0, data);
+        let record: Value =
+            serde_json::from_slice(&store.committed(&format!("{MEDIA}.json")).unwrap().0).unwrap();
+        assert!(record["archive"]["sha256Note"]
+            .as_str()
+            .unwrap()
+            .contains("resumed"));
+    }
+
+    #[tokio::test]
+    async fn concurrent_duplicates_end_with_one_blob_and_no_error() {
+        let data = content(6 * BLOCK + 1);
+        let store = Arc::new(FakeStore::default());
+        let t = transfer(FakeReader::new(data.clone()), store.clone(), false);
+        let j = job(Some("Mp4"));
+        let results = futures_util::future::join_all((0..5).map(|_| t.archive(&j))).await;
+        let archived = results
+            .iter()
+            .filter(|r| matches!(r, Ok(TransferReport::Archived { .. })))
+            .count();
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(archived, 1, "{results:?}");
+        assert_eq!(store.committed(MEDIA).unwrap().0, data);
+    }
+
+    #[tokio::test]
+    async fn a_foreign_blob_under_our_name_is_never_overwritten() {
+        let store = Arc::new(FakeStore::default());
+        store
+            .blobs
+            .lock()
+            .unwrap()
+            .entry(MEDIA.into())
+            .or_default()
+            .committed = Some((Bytes::from_static(b"not ours"), "text/plain".into(), vec![]));
+        let err = transfer(FakeReader::new(content(BLOCK)), store, true)
+            .archive(&job(Some("Mp4")))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TransferError::Conflict { .. }), "{err}");
+        assert_eq!(err.disposition(), Disposition::Drop);
+    }
+
+    #[tokio::test]
+    async fn format_comes_from_metadata_then_content_type() {
+        let store = Arc::new(FakeStore::default());
+        transfer(FakeReader::new(content(100)), store.clone(), true)
+            .archive(&job(None))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .committed("2026/11/24/call-1/000-doc-1.mp3")
+                .unwrap()
+                .1,
+            "audio/mpeg"
+        );
+    }
+}
