@@ -724,10 +724,13 @@ mod tests {
         }
     }
 
+    /// A committed blob: content, content type, metadata.
+    type Stored = (Bytes, String, Vec<(String, String)>);
+
     #[derive(Default)]
     struct Blob {
         staged: HashMap<String, Bytes>,
-        committed: Option<(Bytes, String, Vec<(String, String)>)>,
+        committed: Option<Stored>,
     }
 
     #[derive(Default)]
@@ -739,7 +742,7 @@ mod tests {
     }
 
     impl FakeStore {
-        fn committed(&self, name: &str) -> Option<(Bytes, String, Vec<(String, String)>)> {
+        fn committed(&self, name: &str) -> Option<Stored> {
             self.blobs
                 .lock()
                 .unwrap()
