@@ -1,0 +1,29 @@
+//! The AWS Lambda entry point: reads settings once, builds the app, serves Lambda HTTP events
+//! (function URL or API Gateway) with the same core as the Functions `handler`.
+
+use std::sync::Arc;
+
+use lambda_http::{service_fn, Error, Request};
+use recording_archiver::app::{App, LogOnlyArchiver};
+use recording_archiver::config::{env_lookup, Settings};
+use recording_archiver::host::lambda;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(false)
+        .without_time()
+        .init();
+    let settings = Settings::load(&env_lookup)?;
+    let archiver = Arc::new(LogOnlyArchiver);
+    let app = App::new(archiver.clone(), archiver, settings.max_body_bytes);
+    let app = &app;
+    lambda_http::run(service_fn(move |request: Request| async move {
+        Ok::<_, Error>(lambda::handle(app, request).await)
+    }))
+    .await
+}
