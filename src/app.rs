@@ -25,6 +25,7 @@ use crate::eventgrid::{self, DeliveryError, EventKind};
 use crate::host::invocation::{Invocation, InvocationResponse};
 use crate::identity::BoxFuture;
 use crate::recording::{self, ChunkJob, EventContext};
+use crate::transfer::{Transfer, TransferReport};
 
 /// What became of one chunk job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +71,24 @@ impl ChunkArchiver for LogOnlyArchiver {
         Box::pin(async move {
             tracing::info!(job = %serde_json::to_string(&job).unwrap_or_default(), "recording chunk received (no archive step configured)");
             Ok(ArchiveOutcome::Logged)
+        })
+    }
+}
+
+/// The transfer pipeline archives chunks for real.
+impl ChunkArchiver for Transfer {
+    fn archive(&self, job: ChunkJob) -> BoxFuture<'_, Result<ArchiveOutcome, ArchiveError>> {
+        Box::pin(async move {
+            match Transfer::archive(self, &job).await {
+                Ok(TransferReport::Archived { bytes, .. }) => {
+                    Ok(ArchiveOutcome::Archived { bytes })
+                }
+                Ok(TransferReport::AlreadyArchived { .. }) => Ok(ArchiveOutcome::AlreadyArchived),
+                Err(e) => Err(ArchiveError {
+                    disposition: e.disposition(),
+                    message: e.to_string(),
+                }),
+            }
         })
     }
 }
