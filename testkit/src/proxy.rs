@@ -1,0 +1,439 @@
+//! [`FaultProxy`]: an HTTP proxy in front of a storage endpoint (usually Azurite) that counts
+//! requests by Storage operation and answers the next N matching ones with an injected status,
+//! as the real service does when it is busy (503 `ServerBusy`) or throttling (429).
+//!
+//! Requests are forwarded as they are (path, query, headers, body), so SharedKey and SAS
+//! signatures made for the proxy's address still verify at the target: neither signs the host.
+//! Bodies are buffered, which is fine for test-sized blocks.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use warp::filters::path::FullPath;
+use warp::filters::BoxedFilter;
+use warp::http::{HeaderMap, Method, Response, StatusCode};
+use warp::Filter;
+
+/// The Storage operation a request is, from its method, path and query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestKind {
+    /// `PUT ?restype=container`.
+    CreateContainer,
+    /// `PUT ?comp=block`.
+    PutBlock,
+    /// `PUT ?comp=blocklist`.
+    PutBlockList,
+    /// `GET ?comp=blocklist`.
+    GetBlockList,
+    /// `HEAD` on a blob.
+    GetProperties,
+    /// `GET` on a blob (download).
+    GetBlob,
+    /// `PUT` on a blob without `comp`.
+    PutBlob,
+    /// `POST .../messages` (Queue Put Message).
+    PutMessage,
+    /// Anything else.
+    Other,
+}
+
+impl RequestKind {
+    /// Classifies a request by method and raw query string.
+    pub fn classify(method: &Method, path: &str, query: &str) -> RequestKind {
+        let param = |name: &str| {
+            query
+                .split('&')
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.to_ascii_lowercase())
+        };
+        let comp = param("comp");
+        let restype = param("restype");
+        match (method.as_str(), comp.as_deref(), restype.as_deref()) {
+            ("PUT", None, Some("container")) => RequestKind::CreateContainer,
+            ("PUT", Some("block"), _) => RequestKind::PutBlock,
+            ("PUT", Some("blocklist"), _) => RequestKind::PutBlockList,
+            ("GET", Some("blocklist"), _) => RequestKind::GetBlockList,
+            ("HEAD", None, None) => RequestKind::GetProperties,
+            ("GET", None, None) => RequestKind::GetBlob,
+            ("PUT", None, None) => RequestKind::PutBlob,
+            ("POST", None, None) if path.trim_end_matches('/').ends_with("/messages") => {
+                RequestKind::PutMessage
+            }
+            _ => RequestKind::Other,
+        }
+    }
+}
+
+/// An injected failure: the next `times` requests of `kind` get `status` without reaching the
+/// target.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// Which requests.
+    pub kind: RequestKind,
+    /// How many of them.
+    pub times: usize,
+    /// The status to answer (with an Azure-style XML error body and `x-ms-error-code`).
+    pub status: u16,
+    /// A `Retry-After` header, in seconds.
+    pub retry_after: Option<u32>,
+    /// Wait this long before answering (to exercise client timeouts).
+    pub delay: Option<Duration>,
+}
+
+impl Fault {
+    /// The next `times` requests of `kind` get `status`.
+    pub fn status(kind: RequestKind, times: usize, status: u16) -> Fault {
+        Fault {
+            kind,
+            times,
+            status,
+            retry_after: None,
+            delay: None,
+        }
+    }
+
+    /// Adds `Retry-After: secs`.
+    pub fn with_retry_after(mut self, secs: u32) -> Fault {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// Waits `delay` before answering.
+    pub fn with_delay(mut self, delay: Duration) -> Fault {
+        self.delay = Some(delay);
+        self
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    seen: HashMap<RequestKind, usize>,
+    failed: HashMap<RequestKind, usize>,
+}
+
+struct State {
+    target_origin: String,
+    client: reqwest::Client,
+    faults: Mutex<Vec<Fault>>,
+    counters: Mutex<Counters>,
+}
+
+/// A running proxy; stops when dropped.
+pub struct FaultProxy {
+    server: LocalServer,
+    target_path: String,
+    state: Arc<State>,
+}
+
+impl std::fmt::Debug for FaultProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultProxy")
+            .field("addr", &self.server.addr)
+            .field("target", &self.state.target_origin)
+            .finish()
+    }
+}
+
+impl FaultProxy {
+    /// Starts a proxy on a free loopback port in front of `target_endpoint` (e.g. Azurite's
+    /// `http://127.0.0.1:41234/devstoreaccount1`). Must be called inside a Tokio runtime; the
+    /// proxy lives on it.
+    pub async fn start(target_endpoint: &str) -> std::io::Result<FaultProxy> {
+        let (origin, path) = split_origin(target_endpoint).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "target is not an http URL",
+            )
+        })?;
+        let state = Arc::new(State {
+            target_origin: origin.to_string(),
+            client: reqwest::Client::new(),
+            faults: Mutex::new(Vec::new()),
+            counters: Mutex::new(Counters::default()),
+        });
+        let with_state = {
+            let state = state.clone();
+            warp::any().map(move || state.clone())
+        };
+        let route = request_parts()
+            .and(warp::body::bytes())
+            .and(with_state)
+            .then(handle)
+            .boxed();
+        Ok(FaultProxy {
+            server: LocalServer::start(route).await?,
+            target_path: path.to_string(),
+            state,
+        })
+    }
+
+    /// The target endpoint as seen through the proxy, e.g.
+    /// `http://127.0.0.1:50123/devstoreaccount1`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}{}", self.server.addr, self.target_path)
+    }
+
+    /// The proxy's socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
+    /// Queues a fault; faults for the same kind apply in the order given.
+    pub fn inject(&self, fault: Fault) {
+        lock(&self.state.faults).push(fault);
+    }
+
+    /// Requests of `kind` received so far, failed ones included.
+    pub fn count(&self, kind: RequestKind) -> usize {
+        lock(&self.state.counters)
+            .seen
+            .get(&kind)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Requests of `kind` answered with an injected fault so far.
+    pub fn failed(&self, kind: RequestKind) -> usize {
+        lock(&self.state.counters)
+            .failed
+            .get(&kind)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// A warp server on a free loopback port, on the current Tokio runtime; stops when dropped.
+pub(crate) struct LocalServer {
+    pub(crate) addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl LocalServer {
+    pub(crate) async fn start(
+        route: BoxedFilter<(Response<Bytes>,)>,
+    ) -> std::io::Result<LocalServer> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(
+            warp::serve(route)
+                .incoming(listener)
+                .graceful(async {
+                    let _ = rx.await;
+                })
+                .run(),
+        );
+        Ok(LocalServer {
+            addr,
+            shutdown: Some(tx),
+        })
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Method, full path, raw query (empty when absent) and headers of any request.
+pub(crate) fn request_parts(
+) -> impl Filter<Extract = (Method, FullPath, String, HeaderMap), Error = std::convert::Infallible> + Clone
+{
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `http://host:port/path` → (`http://host:port`, `/path` without a trailing `/`).
+fn split_origin(endpoint: &str) -> Option<(&str, &str)> {
+    let after_scheme = endpoint.strip_prefix("http://")?;
+    let slash = after_scheme
+        .find('/')
+        .map_or(endpoint.len(), |i| i + "http://".len());
+    Some((&endpoint[..slash], endpoint[slash..].trim_end_matches('/')))
+}
+
+async fn handle(
+    method: Method,
+    path: FullPath,
+    query: String,
+    headers: HeaderMap,
+    body: Bytes,
+    state: Arc<State>,
+) -> Response<Bytes> {
+    let kind = RequestKind::classify(&method, path.as_str(), &query);
+    let fault = {
+        let mut faults = lock(&state.faults);
+        let hit = faults.iter_mut().find(|f| f.kind == kind && f.times > 0);
+        hit.map(|f| {
+            f.times -= 1;
+            f.clone()
+        })
+    };
+    let request_no = {
+        let mut counters = lock(&state.counters);
+        *counters.seen.entry(kind).or_default() += 1;
+        if fault.is_some() {
+            *counters.failed.entry(kind).or_default() += 1;
+        }
+        counters.seen.values().sum::<usize>()
+    };
+    if let Some(fault) = fault {
+        if let Some(delay) = fault.delay {
+            tokio::time::sleep(delay).await;
+        }
+        return fault_response(&fault, request_no, method == Method::HEAD);
+    }
+    match forward(
+        &state,
+        method.clone(),
+        path.as_str(),
+        &query,
+        &headers,
+        body,
+    )
+    .await
+    {
+        Ok(response) => response,
+        Err(e) => Response::builder()
+            .status(StatusCode::BAD_GATEWAY)
+            .body(Bytes::from(format!(
+                "FaultProxy could not reach the target: {e}"
+            )))
+            .unwrap_or_default(),
+    }
+}
+
+async fn forward(
+    state: &State,
+    method: Method,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response<Bytes>, reqwest::Error> {
+    let mut url = format!("{}{}", state.target_origin, path);
+    if !query.is_empty() {
+        url.push('?');
+        url.push_str(query);
+    }
+    let is_head = method == Method::HEAD;
+    let mut request = state.client.request(method, url).body(body);
+    for (name, value) in headers {
+        if !is_hop_by_hop(name.as_str()) && name != "host" && name != "content-length" {
+            request = request.header(name, value);
+        }
+    }
+    let upstream = request.send().await?;
+    let mut response = Response::builder().status(upstream.status());
+    for (name, value) in upstream.headers() {
+        // hyper recomputes Content-Length from the body, except for HEAD where the body is
+        // absent and the upstream length must survive.
+        if !is_hop_by_hop(name.as_str()) && (is_head || name != "content-length") {
+            response = response.header(name, value);
+        }
+    }
+    let body = upstream.bytes().await?;
+    Ok(response.body(body).unwrap_or_default())
+}
+
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "proxy-connection"
+    )
+}
+
+fn fault_response(fault: &Fault, request_no: usize, is_head: bool) -> Response<Bytes> {
+    let code = match fault.status {
+        500 => "InternalError",
+        503 | 429 => "ServerBusy",
+        408 | 504 => "OperationTimedOut",
+        400 => "InvalidInput",
+        403 => "AuthorizationFailure",
+        404 => "ResourceNotFound",
+        _ => "InjectedFault",
+    };
+    let body = format!(
+        "\u{feff}<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{code}</Code>\
+         <Message>Injected by FaultProxy.\nRequestId:fault-proxy-{request_no}</Message></Error>"
+    );
+    let mut response = Response::builder()
+        .status(fault.status)
+        .header("x-ms-error-code", code)
+        .header("x-ms-request-id", format!("fault-proxy-{request_no}"))
+        .header("content-type", "application/xml");
+    if let Some(secs) = fault.retry_after {
+        response = response.header("retry-after", secs.to_string());
+    }
+    let body = if is_head {
+        Bytes::new()
+    } else {
+        Bytes::from(body)
+    };
+    response.body(body).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_classified_by_method_and_query() {
+        let c = |m: Method, p: &str, q: &str| RequestKind::classify(&m, p, q);
+        assert_eq!(
+            c(Method::PUT, "/a/c", "restype=container"),
+            RequestKind::CreateContainer
+        );
+        assert_eq!(
+            c(Method::PUT, "/a/c/b", "comp=block&blockid=MDAw"),
+            RequestKind::PutBlock
+        );
+        assert_eq!(
+            c(Method::PUT, "/a/c/b", "comp=blocklist&sv=1&sig=x"),
+            RequestKind::PutBlockList
+        );
+        assert_eq!(
+            c(Method::GET, "/a/c/b", "comp=blocklist&blocklisttype=all"),
+            RequestKind::GetBlockList
+        );
+        assert_eq!(c(Method::HEAD, "/a/c/b", ""), RequestKind::GetProperties);
+        assert_eq!(c(Method::PUT, "/a/c/b", "sv=1&sig=x"), RequestKind::PutBlob);
+        assert_eq!(
+            c(Method::POST, "/a/q/messages", "messagettl=-1"),
+            RequestKind::PutMessage
+        );
+        assert_eq!(c(Method::DELETE, "/a/c/b", ""), RequestKind::Other);
+    }
+
+    #[test]
+    fn origins_split_from_paths() {
+        assert_eq!(
+            split_origin("http://127.0.0.1:10000/devstoreaccount1/"),
+            Some(("http://127.0.0.1:10000", "/devstoreaccount1"))
+        );
+        assert_eq!(
+            split_origin("http://127.0.0.1:10000"),
+            Some(("http://127.0.0.1:10000", ""))
+        );
+        assert_eq!(split_origin("https://x"), None);
+    }
+}
