@@ -8,6 +8,7 @@
 //! | [`acs`] | ACS recording storage: serves chunks and metadata, checks HMAC signatures like the service, injects faults |
 //! | [`host`] | the Azure Functions host: starts the `handler` like the host, forwards requests like the host |
 //! | [`azurite`] | Azure Storage: starts the repo's pinned Azurite on free ports, in memory, and stops it |
+//! | [`queue`] | nothing: a small Queue REST client with its own SharedKey signer, used by the host emulator and tests |
 //! | [`proxy`] | a flaky network or a busy Storage service: forwards to a target, counts requests by operation, injects 503s |
 //! | [`sink`] | a Blob service with unlimited bandwidth, for benchmarks: accepts blocks and throws the bytes away |
 
@@ -15,4 +16,5 @@ pub mod acs;
 pub mod azurite;
 pub mod host;
 pub mod proxy;
+pub mod queue;
 pub mod sink;

@@ -1,18 +1,46 @@
-//! Runs the `handler` binary the way the Azure Functions host does: the same environment
-//! variables, the same readiness probe (`GET /` until any answer), the same forwarded requests
-//! (`/api/<Function>` with the original query string and the host's invocation headers).
-//!
-//! What the host does and how we mirror it is listed in `azure-protocols.md` §4.2-§4.4.
+//! One worker process started the way the Functions host starts a custom handler: the
+//! host's environment variables on a fresh port, then the readiness probe (`GET /` until any
+//! HTTP answer), as in azure-protocols.md §4.2.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::ids::new_guid;
+
 /// The host gives a custom handler this long to answer its readiness probe.
 pub const STARTUP_LIMIT: Duration = Duration::from_secs(60);
+
+/// The version the emulator reports in `X-Azure-Functions-HostVersion` and `User-Agent`.
+pub const HOST_VERSION: &str = "4.1036.1.23224";
+
+/// How often the readiness probe is repeated while the worker is not listening yet.
+const PROBE_INTERVAL: Duration = Duration::from_millis(25);
+
+/// Receives every line the worker writes to stdout or stderr.
+pub type LineObserver = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// How to start a worker, as the host derives it from host.json
+/// `customHandler.description` and the app settings.
+#[derive(Debug, Clone)]
+pub struct WorkerCommand {
+    /// The executable.
+    pub program: PathBuf,
+    /// Its arguments (`%NAME%` already expanded).
+    pub args: Vec<String>,
+    /// Its working directory; `None`: inherit.
+    pub working_dir: Option<PathBuf>,
+    /// `FUNCTIONS_APP_ROOT_PATH`.
+    pub app_root: PathBuf,
+    /// Variables added to the inherited environment (the app settings).
+    pub env: Vec<(String, String)>,
+    /// Variables removed from it (app settings whose value is empty: `func start` cannot set
+    /// an empty variable, .NET deletes it instead).
+    pub env_remove: Vec<String>,
+}
 
 /// A running handler process, started like the Functions host starts it.
 pub struct HandlerProcess {
@@ -36,39 +64,72 @@ impl HandlerProcess {
     /// Starts `binary` with the host's variables plus `env`, and waits until it answers `GET /`.
     /// Fails with the process's output if it exits or does not answer within [`STARTUP_LIMIT`].
     pub async fn start(binary: &Path, env: &[(&str, &str)]) -> Result<HandlerProcess, String> {
+        let command = WorkerCommand {
+            program: binary.to_path_buf(),
+            args: Vec::new(),
+            working_dir: None,
+            app_root: binary.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            env_remove: Vec::new(),
+        };
+        Self::launch(&command, None).await
+    }
+
+    /// Starts `command` on a free port with the host's variables (a new worker id each time)
+    /// and runs the host's readiness probe. Output lines go to `observer` when given (else to
+    /// stderr when `TESTKIT_ECHO` is set), and are kept for [`HandlerProcess::output`].
+    pub async fn launch(
+        command: &WorkerCommand,
+        observer: Option<LineObserver>,
+    ) -> Result<HandlerProcess, String> {
         let port = free_port();
         let port_text = port.to_string();
-        let mut cmd = Command::new(binary);
-        cmd.env("FUNCTIONS_CUSTOMHANDLER_PORT", &port_text)
-            .env("FUNCTIONS_HTTPWORKER_PORT", &port_text)
-            .env("FUNCTIONS_CUSTOMHANDLER_WORKER_ID", "b0a1c2d3-worker")
-            .env("FUNCTIONS_HTTPWORKER_ID", "b0a1c2d3-worker")
-            .env(
-                "FUNCTIONS_APP_ROOT_PATH",
-                binary.parent().unwrap_or(Path::new(".")),
-            );
-        for (k, v) in env {
+        let worker_id = new_guid();
+        let mut cmd = Command::new(&command.program);
+        cmd.args(&command.args);
+        if let Some(dir) = &command.working_dir {
+            cmd.current_dir(dir);
+        }
+        for name in &command.env_remove {
+            cmd.env_remove(name);
+        }
+        for (k, v) in &command.env {
             cmd.env(k, v);
         }
-        let mut process = Self::spawn(cmd, port)?;
-        let deadline = Instant::now() + STARTUP_LIMIT;
+        cmd.env("FUNCTIONS_CUSTOMHANDLER_PORT", &port_text)
+            .env("FUNCTIONS_HTTPWORKER_PORT", &port_text)
+            .env("FUNCTIONS_CUSTOMHANDLER_WORKER_ID", &worker_id)
+            .env("FUNCTIONS_HTTPWORKER_ID", &worker_id)
+            .env("FUNCTIONS_APP_ROOT_PATH", &command.app_root);
+        let mut process = Self::spawn(cmd, port, observer)
+            .map_err(|e| format!("cannot start {}: {e}", command.program.display()))?;
+        process.wait_ready(STARTUP_LIMIT).await?;
+        Ok(process)
+    }
+
+    /// The host's readiness probe: `GET /` until any HTTP answer.
+    async fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
         loop {
-            if let Ok(Some(status)) = process.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!(
                     "handler exited during start-up ({status}):\n{}",
-                    process.output()
+                    self.output()
                 ));
             }
-            if process.client.get(process.url("/")).send().await.is_ok() {
-                return Ok(process);
+            if self.client.get(self.url("/")).send().await.is_ok() {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "handler did not answer GET / within {STARTUP_LIMIT:?}:\n{}",
-                    process.output()
+                    "handler did not answer GET / within {limit:?}:\n{}",
+                    self.output()
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            tokio::time::sleep(PROBE_INTERVAL).await;
         }
     }
 
@@ -89,14 +150,17 @@ impl HandlerProcess {
         (out.status, text)
     }
 
-    fn spawn(mut cmd: Command, port: u16) -> Result<HandlerProcess, String> {
+    fn spawn(
+        mut cmd: Command,
+        port: u16,
+        observer: Option<LineObserver>,
+    ) -> Result<HandlerProcess, String> {
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start the handler: {e}"))?;
+        let mut child = cmd.spawn().map_err(|e| e.to_string())?;
         let output = Arc::new(Mutex::new(String::new()));
+        let echo = observer.is_none() && std::env::var_os("TESTKIT_ECHO").is_some();
         for pipe in [
             child
                 .stdout
@@ -111,10 +175,14 @@ impl HandlerProcess {
         .flatten()
         {
             let sink = Arc::clone(&output);
+            let observer = observer.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if std::env::var_os("TESTKIT_ECHO").is_some() {
+                    if echo {
                         eprintln!("[handler] {line}");
+                    }
+                    if let Some(observe) = &observer {
+                        observe(&line);
                     }
                     let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
                     s.push_str(&line);
@@ -158,8 +226,8 @@ impl HandlerProcess {
                 "X-Azure-Functions-InvocationId",
                 format!("00000000-0000-4000-8000-{n:012}"),
             )
-            .header("X-Azure-Functions-HostVersion", "4.1036.1.23224")
-            .header("User-Agent", "Azure-Functions-Host/4.1036.1.23224")
+            .header("X-Azure-Functions-HostVersion", HOST_VERSION)
+            .header("User-Agent", format!("Azure-Functions-Host/{HOST_VERSION}"))
     }
 
     /// The HTTP client used for requests.
@@ -182,15 +250,21 @@ impl HandlerProcess {
 
     /// Sends SIGTERM, as the host does when it recycles a worker.
     pub fn terminate(&self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The exit status, if the process has exited (reaping it).
+    pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Waits for the process to exit, at most `limit`.

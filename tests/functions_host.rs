@@ -1,0 +1,724 @@
+//! The Functions host emulator (`archiver_testkit::host::FunctionsHost`) against a real
+//! Azurite, with a fake worker whose behaviour each queue message chooses (succeed, fail,
+//! crash, hang), so retries, poison moves, crash restarts, timeouts and the envelope's
+//! encoding are checked without depending on the handler's own transfer code. One test runs
+//! the repo's app with the real `handler`.
+//!
+//! The fake worker is this test binary run again by the emulator (host.json `arguments`
+//! select the [`fake_worker_entry`] test, app setting `FAKE_WORKER=1` switches it on), so it
+//! is a real child process that can crash and be restarted.
+//!
+//! Needs Node.js 18+ and `npm ci` in the repo root (Azurite).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use archiver_testkit::azurite::Azurite;
+use archiver_testkit::host::{FunctionsHost, HostOptions, InvocationRecord, InvocationStatus};
+use archiver_testkit::queue::{MessageEncoding, QueueClient, StorageAccount};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use warp::Filter;
+
+const HANDLER: &str = env!("CARGO_BIN_EXE_handler");
+const WAIT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------------------
+// The fake worker (runs in a child process).
+
+/// The fake worker's entry point when the emulator starts this binary with `FAKE_WORKER=1`;
+/// an empty test otherwise.
+#[test]
+fn fake_worker_entry() {
+    if std::env::var_os("FAKE_WORKER").is_none() {
+        return;
+    }
+    let port: u16 = std::env::var("FUNCTIONS_CUSTOMHANDLER_PORT")
+        .expect("the host sets FUNCTIONS_CUSTOMHANDLER_PORT")
+        .parse()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let routes = warp::method()
+            .and(warp::path::full())
+            .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+            .and(warp::header::headers_cloned())
+            .and(warp::body::bytes())
+            .then(fake_worker_route);
+        warp::serve(routes).run(([127, 0, 0, 1], port)).await;
+    });
+    std::process::exit(0);
+}
+
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+static MAX_RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+async fn fake_worker_route(
+    method: warp::http::Method,
+    path: warp::path::FullPath,
+    query: String,
+    headers: warp::http::HeaderMap,
+    body: bytes::Bytes,
+) -> warp::http::Response<String> {
+    let reply = |status: u16, body: Value| {
+        warp::http::Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .header("x-fake-worker", std::process::id().to_string())
+            .body(body.to_string())
+            .unwrap()
+    };
+    let header_map: serde_json::Map<String, Value> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
+        .collect();
+    let path = path.as_str().to_string();
+    if path == "/" {
+        return reply(200, json!("ready"));
+    }
+    if path.starts_with("/api/") {
+        // A forwarded HTTP-only function: echo what arrived, with a status the test can spot.
+        return reply(
+            202,
+            json!({
+                "method": method.as_str(), "path": path, "query": query, "headers": header_map,
+                "body": String::from_utf8_lossy(&body),
+            }),
+        );
+    }
+    // A queue invocation: the message text chooses the behaviour.
+    let envelope: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let data = envelope["Data"]["job"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let text: String = serde_json::from_str(&data).unwrap_or_else(|_| data.clone());
+    let dequeue: u64 = envelope["Metadata"]["DequeueCount"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let command: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let running = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+    MAX_RUNNING.fetch_max(running, Ordering::SeqCst);
+    let status = match command["action"].as_str().unwrap_or("ok") {
+        "fail" => 500,
+        "fail_until" if dequeue <= command["n"].as_u64().unwrap_or(0) => 500,
+        "crash_first" if dequeue == 1 => std::process::exit(3),
+        "sleep_first" if dequeue == 1 => {
+            tokio::time::sleep(Duration::from_millis(command["ms"].as_u64().unwrap_or(0))).await;
+            200
+        }
+        "sleep" => {
+            tokio::time::sleep(Duration::from_millis(command["ms"].as_u64().unwrap_or(0))).await;
+            200
+        }
+        _ => 200,
+    };
+    RUNNING.fetch_sub(1, Ordering::SeqCst);
+    reply(
+        status,
+        json!({
+            "Outputs": {},
+            "Logs": [
+                format!("envelope={envelope}"),
+                format!("headers={}", Value::Object(header_map)),
+                format!("max_running={}", MAX_RUNNING.load(Ordering::SeqCst)),
+            ],
+            "ReturnValue": null
+        }),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers.
+
+/// One Azurite for every test here; the testkit's watchdog stops it when the binary exits.
+fn azurite() -> &'static Azurite {
+    static AZURITE: OnceLock<Azurite> = OnceLock::new();
+    AZURITE.get_or_init(|| Azurite::start().unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// A queue name of its own for each test.
+fn unique_queue(test: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "fh-{test}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// An app root with `host_json` (fake-worker arguments added) and one folder per function.
+fn app(mut host_json: Value, functions: &[(&str, Value)]) -> TempDir {
+    host_json["version"] = json!("2.0");
+    host_json["customHandler"]["description"] = json!({
+        "defaultExecutablePath": "not-used",
+        "arguments": ["fake_worker_entry", "--exact", "--nocapture", "--test-threads=1"]
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("host.json"), host_json.to_string()).unwrap();
+    for (name, function_json) in functions {
+        std::fs::create_dir(dir.path().join(name)).unwrap();
+        std::fs::write(
+            dir.path().join(name).join("function.json"),
+            function_json.to_string(),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+fn queue_function() -> Value {
+    json!({"bindings": [{"type": "queueTrigger", "direction": "in", "name": "job",
+        "queueName": "%JOBS_QUEUE%", "connection": "JOBS_STORAGE"}]})
+}
+
+fn queue_host_json(queues: Value) -> Value {
+    let mut queues = queues;
+    queues["maxPollingInterval"] = json!("00:00:00.200");
+    json!({"extensions": {"queues": queues}})
+}
+
+fn fake_worker_options(settings: &[(&str, &str)]) -> HostOptions {
+    let mut app_settings = vec![("FAKE_WORKER".to_string(), "1".to_string())];
+    app_settings.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    HostOptions {
+        handler: Some(std::env::current_exe().unwrap()),
+        app_settings,
+        ..HostOptions::default()
+    }
+}
+
+/// A host on the fake worker with one queue-triggered function `Jobs` on a fresh queue.
+async fn queue_host(
+    queues: Value,
+    tweak: impl FnOnce(&mut HostOptions),
+) -> (FunctionsHost, QueueClient, String, TempDir) {
+    let azurite = azurite();
+    let queue = unique_queue("q");
+    let dir = app(queue_host_json(queues), &[("Jobs", queue_function())]);
+    let mut options = fake_worker_options(&[
+        ("JOBS_QUEUE", &queue),
+        ("JOBS_STORAGE", &azurite.connection_string()),
+    ]);
+    tweak(&mut options);
+    let host = FunctionsHost::start_with(dir.path(), options)
+        .await
+        .unwrap();
+    (host, client(), queue, dir)
+}
+
+fn client() -> QueueClient {
+    QueueClient::new(StorageAccount::azurite(&azurite().queue_endpoint()).unwrap())
+}
+
+async fn put(client: &QueueClient, queue: &str, text: &str) -> String {
+    client
+        .put_message(queue, &MessageEncoding::Base64.encode(text))
+        .await
+        .unwrap()
+        .id
+}
+
+/// The invocations for message `id`, in order.
+fn attempts(host: &FunctionsHost, id: &str) -> Vec<InvocationRecord> {
+    host.invocations()
+        .into_iter()
+        .filter(|r| r.message_id.as_deref() == Some(id))
+        .collect()
+}
+
+/// The value of `name=...` in an invocation's worker logs.
+fn worker_log<'a>(record: &'a InvocationRecord, name: &str) -> &'a str {
+    record
+        .logs
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name}= in {:?}", record.logs))
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+// ---------------------------------------------------------------------------------------
+// Start-up.
+
+#[tokio::test]
+async fn unresolved_queue_name_or_missing_connection_fails_start_up_like_indexing() {
+    let dir = app(queue_host_json(json!({})), &[("Jobs", queue_function())]);
+    let e = FunctionsHost::start_with(
+        dir.path(),
+        fake_worker_options(&[("JOBS_STORAGE", "UseDevelopmentStorage=true")]),
+    )
+    .await
+    .err()
+    .expect("an unresolved %JOBS_QUEUE% must fail");
+    assert!(e.contains("'%JOBS_QUEUE%' does not resolve"), "{e}");
+    assert!(e.contains("Functions.Jobs"), "{e}");
+
+    let e = FunctionsHost::start_with(dir.path(), fake_worker_options(&[("JOBS_QUEUE", "jobs")]))
+        .await
+        .err()
+        .expect("a missing connection setting must fail");
+    assert!(e.contains("'JOBS_STORAGE' does not exist"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP forwarding and the worker supervisor.
+
+#[tokio::test]
+async fn http_only_functions_are_forwarded_raw_with_query_and_host_headers() {
+    let hook = json!({"bindings": [
+        {"type": "httpTrigger", "direction": "in", "name": "req", "authLevel": "function", "methods": ["post", "options"]},
+        {"type": "http", "direction": "out", "name": "res"}]});
+    let routed = json!({"bindings": [
+        {"type": "httpTrigger", "direction": "in", "name": "req", "route": "custom/path"},
+        {"type": "http", "direction": "out", "name": "res"}]});
+    let dir = app(
+        json!({"customHandler": {"enableForwardingHttpRequest": true}}),
+        &[("Hook", hook), ("Routed", routed)],
+    );
+    let host = FunctionsHost::start_with(dir.path(), fake_worker_options(&[]))
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+
+    let r = http
+        .post(host.url("/api/HOOK?code=key-1&x=a%20b"))
+        .header("X-Custom", "kept")
+        .body("raw <body>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "the worker's status comes back as is");
+    assert!(r.headers().contains_key("x-fake-worker"));
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(
+        echo["path"], "/api/HOOK",
+        "same path as the original request"
+    );
+    assert_eq!(
+        echo["query"], "code=key-1&x=a%20b",
+        "query passed on untouched"
+    );
+    assert_eq!(echo["body"], "raw <body>");
+    let headers = &echo["headers"];
+    assert_eq!(headers["x-custom"], "kept");
+    assert_eq!(
+        headers["x-azure-functions-hostversion"],
+        archiver_testkit::host::HOST_VERSION
+    );
+    assert!(headers["user-agent"]
+        .as_str()
+        .unwrap()
+        .contains("Azure-Functions-Host/"));
+    let invocation_id = headers["x-azure-functions-invocationid"].as_str().unwrap();
+
+    let r = http.get(host.url("/api/Routed-Not")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = http.get(host.url("/api/hook")).send().await.unwrap();
+    assert_eq!(r.status(), 404, "GET is not in the function's methods");
+    let r = http.put(host.url("/api/custom/path")).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        202,
+        "a route replaces the function name; no methods: any"
+    );
+
+    let records = host.invocations();
+    let first = records
+        .iter()
+        .find(|r| r.invocation_id == invocation_id)
+        .unwrap();
+    assert_eq!(first.function, "Hook");
+    assert_eq!(first.http_status, Some(202));
+    assert!(first.succeeded());
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn killed_worker_is_restarted_on_a_new_port_and_requests_reach_it() {
+    let hook = json!({"bindings": [
+        {"type": "httpTrigger", "direction": "in", "name": "req"},
+        {"type": "http", "direction": "out", "name": "res"}]});
+    let dir = app(
+        json!({"customHandler": {"enableForwardingHttpRequest": true}}),
+        &[("Hook", hook)],
+    );
+    let host = FunctionsHost::start_with(dir.path(), fake_worker_options(&[]))
+        .await
+        .unwrap();
+    let first = host.handler().unwrap();
+    assert_eq!(first.generation, 1);
+    assert_eq!(host.kill_handler(), Some(first.pid));
+    host.wait_for("the worker to be restarted", WAIT, |h| {
+        h.handler().is_some_and(|w| w.generation == 2)
+    })
+    .await
+    .unwrap();
+    let second = host.handler().unwrap();
+    assert_ne!(second.pid, first.pid);
+    let r = reqwest::get(host.url("/api/Hook")).await.unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        r.headers()["x-fake-worker"],
+        second.pid.to_string().as_str()
+    );
+    assert!(host.log().iter().any(|l| l.contains("was killed")));
+    host.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Queue triggers.
+
+#[tokio::test]
+async fn queue_message_arrives_double_encoded_with_host_metadata_then_is_deleted() {
+    let (host, client, queue, _dir) = queue_host(json!({}), |_| {}).await;
+    let text = r#"{"action":"ok","note":"<a & b>"}"#;
+    let id = put(&client, &queue, text).await;
+    host.wait_for("one invocation", WAIT, |h| h.invocations().len() == 1)
+        .await
+        .unwrap();
+    host.wait_until_idle(WAIT).await.unwrap();
+
+    let record = &host.invocations()[0];
+    assert!(record.succeeded(), "{record:?}");
+    assert_eq!(record.message_id.as_deref(), Some(id.as_str()));
+    assert_eq!(record.dequeue_count, Some(1));
+    let envelope: Value = serde_json::from_str(worker_log(record, "envelope")).unwrap();
+    let data = envelope["Data"]["job"]
+        .as_str()
+        .expect("Data.job is a string");
+    assert_eq!(
+        serde_json::from_str::<String>(data).unwrap(),
+        text,
+        "JSON-encoded twice"
+    );
+    let meta = &envelope["Metadata"];
+    assert_eq!(meta["DequeueCount"], "1");
+    assert_eq!(meta["Id"], format!("\"{id}\""));
+    assert!(meta["PopReceipt"].as_str().unwrap().starts_with('"'));
+    assert!(meta["InsertionTime"].as_str().unwrap().ends_with("+00:00"));
+    assert_eq!(meta["sys"]["MethodName"], "Jobs");
+    let headers: Value = serde_json::from_str(worker_log(record, "headers")).unwrap();
+    assert_eq!(
+        headers["x-azure-functions-invocationid"],
+        record.invocation_id.as_str()
+    );
+    assert!(headers["user-agent"]
+        .as_str()
+        .unwrap()
+        .starts_with("Azure-Functions-Host/"));
+
+    assert!(client
+        .peek_messages(&format!("{queue}-poison"), 32)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(host
+        .log()
+        .iter()
+        .any(|l| l.contains("Executed 'Functions.Jobs' (Succeeded")));
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn failing_message_is_retried_up_to_max_dequeue_count_then_moved_to_poison() {
+    let (host, client, queue, _dir) = queue_host(
+        json!({"maxDequeueCount": 3, "visibilityTimeout": "00:00:00"}),
+        |_| {},
+    )
+    .await;
+    let text = r#"{"action":"fail"}"#;
+    let id = put(&client, &queue, text).await;
+    host.wait_for("the poison move", WAIT, |h| h.poison_moves().len() == 1)
+        .await
+        .unwrap();
+    host.wait_until_idle(WAIT).await.unwrap();
+
+    let attempts = attempts(&host, &id);
+    let counts: Vec<_> = attempts.iter().map(|r| r.dequeue_count.unwrap()).collect();
+    assert_eq!(counts, [1, 2, 3]);
+    for a in &attempts {
+        assert_eq!(a.http_status, Some(500));
+        assert!(
+            matches!(&a.status, InvocationStatus::Failed(r) if r.contains("500")),
+            "{a:?}"
+        );
+    }
+    let poison = &host.poison_moves()[0];
+    assert_eq!(
+        (poison.message_id.as_str(), poison.dequeue_count),
+        (id.as_str(), 3)
+    );
+    assert!(poison.reason.contains("500"), "{poison:?}");
+    let moved = client
+        .peek_messages(&format!("{queue}-poison"), 32)
+        .await
+        .unwrap();
+    assert_eq!(moved.len(), 1);
+    assert_eq!(
+        moved[0].text,
+        MessageEncoding::Base64.encode(text),
+        "same wire text, still base64"
+    );
+    assert!(host.log().iter().any(|l| l.contains(&format!(
+        "Message has reached MaxDequeueCount of 3. Moving message to queue '{queue}-poison'"
+    ))));
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn failed_message_comes_back_after_visibility_timeout_and_succeeds() {
+    let (host, client, queue, _dir) = queue_host(
+        json!({"maxDequeueCount": 5, "visibilityTimeout": "00:00:01"}),
+        |_| {},
+    )
+    .await;
+    let id = put(&client, &queue, r#"{"action":"fail_until","n":1}"#).await;
+    host.wait_until_idle(WAIT).await.unwrap();
+    let attempts = attempts(&host, &id);
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert!(!attempts[0].succeeded() && attempts[1].succeeded());
+    let first_end = attempts[0].started + attempts[0].duration;
+    let gap = attempts[1]
+        .started
+        .duration_since(first_end)
+        .unwrap_or_default();
+    assert!(
+        gap >= Duration::from_millis(900),
+        "retried after {gap:?}, before visibilityTimeout"
+    );
+    assert!(host.poison_moves().is_empty());
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn worker_crash_fails_the_invocation_and_the_retry_reaches_the_restarted_worker() {
+    let (host, client, queue, _dir) = queue_host(
+        json!({"maxDequeueCount": 3, "visibilityTimeout": "00:00:00"}),
+        |_| {},
+    )
+    .await;
+    let id = put(&client, &queue, r#"{"action":"crash_first"}"#).await;
+    host.wait_until_idle(WAIT).await.unwrap();
+    let attempts = attempts(&host, &id);
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert!(
+        matches!(&attempts[0].status, InvocationStatus::Failed(r) if r.contains("no answer from the worker")),
+        "{:?}",
+        attempts[0]
+    );
+    assert_eq!(attempts[0].worker_generation, 1);
+    assert!(attempts[1].succeeded());
+    assert_eq!(attempts[1].worker_generation, 2);
+    assert!(host.log().iter().any(|l| l.contains("exited unexpectedly")));
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn function_timeout_fails_the_invocation_and_recycles_the_worker() {
+    let (host, client, queue, _dir) = queue_host(json!({"visibilityTimeout": "00:00:00"}), |o| {
+        o.function_timeout = Some(Duration::from_secs(1));
+    })
+    .await;
+    let id = put(&client, &queue, r#"{"action":"sleep_first","ms":30000}"#).await;
+    host.wait_until_idle(WAIT).await.unwrap();
+    let attempts = attempts(&host, &id);
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert!(
+        matches!(&attempts[0].status, InvocationStatus::Failed(r) if r.contains("Timeout value of 00:00:01 was exceeded")),
+        "{:?}",
+        attempts[0]
+    );
+    assert!(attempts[0].duration < Duration::from_secs(5));
+    assert!(attempts[1].succeeded());
+    assert_eq!(
+        attempts[1].worker_generation, 2,
+        "the timed-out worker was recycled"
+    );
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn peek_lock_is_renewed_while_a_long_invocation_runs() {
+    let (host, client, queue, _dir) = queue_host(json!({}), |o| {
+        o.peek_lock = Duration::from_secs(2);
+    })
+    .await;
+    let id = put(&client, &queue, r#"{"action":"sleep","ms":3500}"#).await;
+    host.wait_until_idle(WAIT).await.unwrap();
+    let attempts = attempts(&host, &id);
+    assert_eq!(
+        attempts.len(),
+        1,
+        "the message must not be handed out again: {attempts:?}"
+    );
+    assert!(attempts[0].succeeded());
+    assert!(
+        !host.log().iter().any(|l| l.contains("Unable to delete")),
+        "{:#?}",
+        host.log()
+    );
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn message_dequeued_too_often_goes_to_poison_without_an_invocation() {
+    let queue = unique_queue("over");
+    let client = client();
+    client.create_queue(&queue).await.unwrap();
+    let id = put(&client, &queue, r#"{"action":"ok"}"#).await;
+    // A host that died mid-invocation three times: dequeued, never completed.
+    for _ in 0..3 {
+        let got = client
+            .get_messages(&queue, 1, Duration::from_secs(30))
+            .await
+            .unwrap();
+        client
+            .update_visibility(&queue, &got[0].id, &got[0].pop_receipt, Duration::ZERO)
+            .await
+            .unwrap();
+    }
+    let dir = app(
+        queue_host_json(json!({"maxDequeueCount": 3})),
+        &[("Jobs", queue_function())],
+    );
+    let options = fake_worker_options(&[
+        ("JOBS_QUEUE", &queue),
+        ("JOBS_STORAGE", &azurite().connection_string()),
+    ]);
+    let host = FunctionsHost::start_with(dir.path(), options)
+        .await
+        .unwrap();
+    host.wait_for("the poison move", WAIT, |h| !h.poison_moves().is_empty())
+        .await
+        .unwrap();
+    host.wait_until_idle(WAIT).await.unwrap();
+    let poison = &host.poison_moves()[0];
+    assert_eq!(
+        (poison.message_id.as_str(), poison.dequeue_count),
+        (id.as_str(), 4)
+    );
+    assert!(
+        poison.reason.contains("exceeds maxDequeueCount 3"),
+        "{poison:?}"
+    );
+    assert!(host.invocations().is_empty());
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn undecodable_base64_message_goes_straight_to_poison_unchanged() {
+    let (host, client, queue, _dir) = queue_host(json!({}), |_| {}).await;
+    let raw = r#"{"not":"base64"}"#;
+    let id = client.put_message(&queue, raw).await.unwrap().id;
+    host.wait_for("the poison move", WAIT, |h| !h.poison_moves().is_empty())
+        .await
+        .unwrap();
+    host.wait_until_idle(WAIT).await.unwrap();
+    let poison = &host.poison_moves()[0];
+    assert_eq!(
+        (poison.message_id.as_str(), poison.dequeue_count),
+        (id.as_str(), 1)
+    );
+    assert!(poison.reason.contains("base64"), "{poison:?}");
+    assert!(host.invocations().is_empty());
+    let moved = client
+        .peek_messages(&format!("{queue}-poison"), 32)
+        .await
+        .unwrap();
+    assert_eq!(moved[0].text, raw);
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn message_encoding_none_delivers_the_raw_text() {
+    let (host, client, queue, _dir) = queue_host(json!({"messageEncoding": "none"}), |_| {}).await;
+    let raw = r#"{"action":"ok","k":"v"}"#;
+    client.put_message(&queue, raw).await.unwrap();
+    host.wait_until_idle(WAIT).await.unwrap();
+    let record = &host.invocations()[0];
+    assert!(record.succeeded());
+    let envelope: Value = serde_json::from_str(worker_log(record, "envelope")).unwrap();
+    let data = envelope["Data"]["job"].as_str().unwrap();
+    assert_eq!(serde_json::from_str::<String>(data).unwrap(), raw);
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn in_flight_invocations_are_bounded_by_batch_size_plus_new_batch_threshold() {
+    let (host, client, queue, _dir) =
+        queue_host(json!({"batchSize": 2, "newBatchThreshold": 1}), |_| {}).await;
+    for _ in 0..7 {
+        put(&client, &queue, r#"{"action":"sleep","ms":400}"#).await;
+    }
+    host.wait_for("seven invocations", WAIT, |h| h.invocations().len() == 7)
+        .await
+        .unwrap();
+    host.wait_until_idle(WAIT).await.unwrap();
+    let max: usize = host
+        .invocations()
+        .iter()
+        .map(|r| worker_log(r, "max_running").parse::<usize>().unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        (2..=3).contains(&max),
+        "at most batchSize + newBatchThreshold = 3 at once, saw {max}"
+    );
+    host.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The repo's app with the real handler.
+
+#[tokio::test]
+async fn repo_app_runs_the_real_handler_behind_the_emulated_front_end() {
+    let azurite = azurite();
+    let queue = unique_queue("transfers");
+    let settings = [
+        ("TRANSFER_QUEUE".to_string(), queue.clone()),
+        (
+            "RECORDINGS_STORAGE".to_string(),
+            azurite.connection_string(),
+        ),
+        (
+            "AzureWebJobsStorage".to_string(),
+            azurite.connection_string(),
+        ),
+        (
+            "ACS_CONNECTION_STRING".to_string(),
+            "endpoint=https://emulated.communication.azure.com/;accesskey=ZW11bGF0ZWQta2V5"
+                .to_string(),
+        ),
+        ("RUST_LOG".to_string(), "info".to_string()),
+    ];
+    let started = Instant::now();
+    let host = FunctionsHost::start(&repo_root(), Path::new(HANDLER), &settings)
+        .await
+        .unwrap();
+    assert_eq!(host.queues()[0].queue, queue, "%TRANSFER_QUEUE% resolved");
+    let validation =
+        std::fs::read_to_string(repo_root().join("tests/data/eventgrid_validation.json")).unwrap();
+    let r = reqwest::Client::new()
+        .post(host.url("/api/RecordingWebhook?code=functionkey"))
+        .header("Content-Type", "application/json")
+        .header("aeg-event-type", "SubscriptionValidation")
+        .body(validation)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["validationResponse"],
+        "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"
+    );
+    assert!(started.elapsed() < WAIT);
+    host.stop().await;
+}
