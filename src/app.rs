@@ -24,6 +24,7 @@ use crate::disposition::Disposition;
 use crate::eventgrid::{self, DeliveryError, EventKind};
 use crate::host::invocation::{Invocation, InvocationResponse};
 use crate::identity::BoxFuture;
+use crate::queue::QueueClient;
 use crate::recording::{self, ChunkJob, EventContext};
 use crate::transfer::{Transfer, TransferReport};
 
@@ -86,6 +87,29 @@ impl ChunkArchiver for Transfer {
                 Ok(TransferReport::AlreadyArchived { .. }) => Ok(ArchiveOutcome::AlreadyArchived),
                 Err(e) => Err(ArchiveError {
                     disposition: e.disposition(),
+                    message: e.to_string(),
+                }),
+            }
+        })
+    }
+}
+
+/// Queue mode: the webhook enqueues each chunk as a job for `RecordingTransfer`. Every
+/// failure asks for redelivery (503): nothing is acknowledged that was not enqueued.
+impl ChunkArchiver for QueueClient {
+    fn archive(&self, job: ChunkJob) -> BoxFuture<'_, Result<ArchiveOutcome, ArchiveError>> {
+        Box::pin(async move {
+            let text = serde_json::to_string(&job).map_err(|e| ArchiveError {
+                disposition: Disposition::Retry,
+                message: e.to_string(),
+            })?;
+            match self.put_message(&text).await {
+                Ok(id) => {
+                    tracing::info!(document_id = %job.document_id, chunk = job.index, message_id = %id, queue = self.queue(), "chunk enqueued");
+                    Ok(ArchiveOutcome::Enqueued)
+                }
+                Err(e) => Err(ArchiveError {
+                    disposition: Disposition::Retry,
                     message: e.to_string(),
                 }),
             }

@@ -16,9 +16,11 @@
 //! | [`identity`] | managed-identity bearer tokens, cached |
 //! | [`acs`] | ACS recording downloads: HMAC signing, SSRF allowlist, resumable streams |
 //! | [`blob`] | Blob REST: SharedKey/SAS/bearer auth, blocks, block lists |
+//! | [`queue`] | Queue REST Put Message, for queue mode (shares the Blob plumbing) |
 //! | [`transfer`] | one chunk from ACS into blocks and a create-only commit: exactly once, resumable, bounded memory |
 //! | [`eventgrid`] | Event Grid and CloudEvents delivery schemas, handshakes, classification (pure) |
 //! | [`app`] | what one webhook delivery does, and the [`app::ChunkArchiver`] seam |
+//! | [`wiring`] | builds the app from settings once at start-up: clients, credentials, archivers |
 //! | [`host`] | the Azure Functions custom-handler front end (warp routes) |
 //!
 //! The binaries in `src/bin/` only read settings, build the app and serve it.
@@ -35,6 +37,8 @@ pub mod disposition;
 pub mod eventgrid;
 pub mod host;
 pub mod identity;
+pub mod queue;
 pub mod recording;
 pub mod retry;
 pub mod transfer;
+pub mod wiring;

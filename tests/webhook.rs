@@ -2,28 +2,29 @@
 //! host's environment, probed with `GET /`, sent forwarded `RecordingWebhook` requests with the
 //! host's headers and the function key in `?code=`.
 
+mod support;
+
 use std::path::Path;
 use std::time::Duration;
 
 use archiver_testkit::host::HandlerProcess;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use support::{fixture, handler_env, pairs, set, HANDLER};
 
-const HANDLER: &str = env!("CARGO_BIN_EXE_handler");
-const ACCOUNT_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+const ACCOUNT_KEY: &str = archiver_testkit::azurite::ACCOUNT_KEY;
 
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data")
-            .join(name),
-    )
-    .unwrap()
+/// The handler in its default queue mode, enqueueing into Azurite.
+async fn handler() -> HandlerProcess {
+    handler_with(&[]).await
 }
 
-async fn handler() -> HandlerProcess {
-    HandlerProcess::start(Path::new(HANDLER), &[("RUST_LOG", "info")])
+async fn handler_with(extra: &[(&str, &str)]) -> HandlerProcess {
+    let mut env = handler_env(None);
+    for (k, v) in extra {
+        set(&mut env, k, v);
+    }
+    HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
         .await
         .unwrap()
 }
@@ -123,7 +124,7 @@ async fn every_recording_event_shape_is_accepted() {
     ] {
         let (status, body) = post(&h, content_type, "Notification", fixture(name)).await;
         assert_eq!(status, 200, "{name}: {body}");
-        assert_eq!(body["chunks"]["logged"], chunks, "{name}: {body}");
+        assert_eq!(body["chunks"]["enqueued"], chunks, "{name}: {body}");
         assert_eq!(body["rejected"], json!([]), "{name}");
     }
     wait_for_log(&h, "0-wus-d10-33333333333333333333333333333333").await;
@@ -145,7 +146,7 @@ async fn cloudevents_batch_is_accepted() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["chunks"]["logged"], 2);
+    assert_eq!(body["chunks"]["enqueued"], 2);
 }
 
 #[tokio::test]
@@ -287,7 +288,7 @@ async fn a_bad_event_does_not_cost_the_good_ones() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["chunks"]["logged"], 3);
+    assert_eq!(body["chunks"]["enqueued"], 3);
     let reasons: Vec<&str> = body["rejected"]
         .as_array()
         .unwrap()
@@ -304,12 +305,7 @@ async fn a_bad_event_does_not_cost_the_good_ones() {
 
 #[tokio::test]
 async fn a_batch_of_5000_events_is_handled() {
-    let h = HandlerProcess::start(
-        Path::new(HANDLER),
-        &[("RUST_LOG", "warn"), ("WEBHOOK_MAX_BODY_BYTES", "16777216")],
-    )
-    .await
-    .unwrap();
+    let h = handler_with(&[("RUST_LOG", "warn"), ("WEBHOOK_MAX_BODY_BYTES", "16777216")]).await;
     let template: Value = serde_json::from_str::<Vec<Value>>(&fixture("recording_ga.json"))
         .unwrap()
         .remove(0);
@@ -331,7 +327,7 @@ async fn a_batch_of_5000_events_is_handled() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(body["events"], 5000);
-    assert_eq!(body["chunks"]["logged"], 5000);
+    assert_eq!(body["chunks"]["enqueued"], 5000);
 }
 
 #[tokio::test]
@@ -352,20 +348,8 @@ async fn routes_match_without_regard_to_case_and_unknown_paths_are_404() {
 
 #[tokio::test]
 async fn secrets_never_reach_the_logs() {
-    let conn = format!("DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={ACCOUNT_KEY};EndpointSuffix=core.windows.net");
-    let h = HandlerProcess::start(
-        Path::new(HANDLER),
-        &[
-            ("RUST_LOG", "trace"),
-            ("RECORDINGS_STORAGE", &conn),
-            (
-                "ACS_CONNECTION_STRING",
-                "endpoint=https://contoso.communication.azure.com/;accesskey=c2VjcmV0LWFjcy1rZXk=",
-            ),
-        ],
-    )
-    .await
-    .unwrap();
+    // Azurite's account key, the ACS key and the function key in ?code= are all secrets.
+    let h = handler_with(&[("RUST_LOG", "trace")]).await;
     post(
         &h,
         "application/json",
@@ -421,9 +405,7 @@ async fn start_up_refuses_missing_or_malformed_settings_naming_them() {
 #[tokio::test]
 async fn sigterm_lets_an_in_flight_request_finish() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut h = HandlerProcess::start(Path::new(HANDLER), &[("RUST_LOG", "debug")])
-        .await
-        .unwrap();
+    let mut h = handler_with(&[("RUST_LOG", "debug")]).await;
     let body = fixture("eventgrid_validation.json");
     let (first, rest) = body.as_bytes().split_at(body.len() / 2);
     let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", h.port()))
@@ -461,4 +443,30 @@ async fn wait_for_log(h: &HandlerProcess, needle: &str) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("the handler never logged `{needle}`:\n{}", h.output());
+}
+
+#[tokio::test]
+async fn enqueue_failure_answers_503_so_event_grid_retries() {
+    // A queue service that is down: nothing listens on this port.
+    let dead = archiver_testkit::host::free_port();
+    let conn = format!("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={ACCOUNT_KEY};BlobEndpoint=http://127.0.0.1:{dead}/devstoreaccount1;QueueEndpoint=http://127.0.0.1:{dead}/devstoreaccount1;");
+    let h = handler_with(&[("RECORDINGS_STORAGE", &conn)]).await;
+    let (status, body) = post(
+        &h,
+        "application/json",
+        "Notification",
+        fixture("recording_ga_three_chunks.json"),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["chunks"].as_array().unwrap().len(), 3, "{body}");
+    // The handshake does not need the queue and still works.
+    let (status, _) = post(
+        &h,
+        "application/json",
+        "SubscriptionValidation",
+        fixture("eventgrid_validation.json"),
+    )
+    .await;
+    assert_eq!(status, 200);
 }

@@ -1,14 +1,12 @@
 //! The `handler` binary the Functions host starts (host.json `defaultExecutablePath`).
 //! Reads settings once, builds the app, serves until SIGTERM or Ctrl-C.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::process::ExitCode;
-use std::sync::Arc;
-
 use clap::Parser;
-use recording_archiver::app::{App, LogOnlyArchiver};
 use recording_archiver::config::{env_lookup, Settings};
 use recording_archiver::host::functions;
+use recording_archiver::wiring;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
 
 /// Azure Functions custom handler that archives ACS call recordings into Blob Storage.
 ///
@@ -46,8 +44,10 @@ async fn run(settings: Settings, port: u16) -> ExitCode {
         Err(e) => return fail(&format!("cannot listen on {addr}: {e}")),
     };
     tracing::info!(%addr, mode = ?settings.archive_mode, container = %settings.container, "handler listening");
-    let archiver = Arc::new(LogOnlyArchiver);
-    let app = App::new(archiver.clone(), archiver, settings.max_body_bytes);
+    let app = match wiring::build_app(&settings, &env_lookup) {
+        Ok(app) => app,
+        Err(e) => return fail(&e),
+    };
     functions::serve(listener, app, shutdown_signal(), functions::SHUTDOWN_GRACE).await;
     tracing::info!("handler stopped");
     ExitCode::SUCCESS

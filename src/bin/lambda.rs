@@ -1,12 +1,10 @@
 //! The AWS Lambda entry point: reads settings once, builds the app, serves Lambda HTTP events
 //! (function URL or API Gateway) with the same core as the Functions `handler`.
 
-use std::sync::Arc;
-
 use lambda_http::{service_fn, Error, Request};
-use recording_archiver::app::{App, LogOnlyArchiver};
 use recording_archiver::config::{env_lookup, Settings};
 use recording_archiver::host::lambda;
+use recording_archiver::wiring;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -19,8 +17,7 @@ async fn main() -> Result<(), Error> {
         .without_time()
         .init();
     let settings = Settings::load(&env_lookup)?;
-    let archiver = Arc::new(LogOnlyArchiver);
-    let app = App::new(archiver.clone(), archiver, settings.max_body_bytes);
+    let app = wiring::build_app(&settings, &env_lookup)?;
     let app = &app;
     lambda_http::run(service_fn(move |request: Request| async move {
         Ok::<_, Error>(lambda::handle(app, request).await)

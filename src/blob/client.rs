@@ -75,6 +75,10 @@ pub enum Operation {
     GetProperties,
     /// Put Blob: a whole small blob in one request.
     PutBlob,
+    /// Create Queue (the Queue service shares this client's plumbing).
+    CreateQueue,
+    /// Put Message.
+    PutMessage,
 }
 
 impl fmt::Display for Operation {
@@ -86,6 +90,8 @@ impl fmt::Display for Operation {
             Operation::GetBlockList => "Get Block List",
             Operation::GetProperties => "Get Blob Properties",
             Operation::PutBlob => "Put Blob",
+            Operation::CreateQueue => "Create Queue",
+            Operation::PutMessage => "Put Message",
         })
     }
 }
@@ -363,6 +369,17 @@ impl fmt::Debug for BlobClient {
             .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
+}
+
+/// An answer to [`BlobClient::send_raw`].
+#[derive(Debug)]
+pub(crate) struct RawReply {
+    /// HTTP status.
+    pub(crate) status: StatusCode,
+    /// The service's error code, for expected error statuses.
+    pub(crate) error_code: Option<String>,
+    /// The body.
+    pub(crate) body: Bytes,
 }
 
 /// One answer, read in full (every answer we expect is small).
@@ -680,6 +697,29 @@ impl BlobClient {
         }))
     }
 
+    /// Sends any request under this client's endpoint and container (or queue), with its
+    /// auth, version and retries: for the Queue client, which shares the Storage plumbing.
+    /// Statuses in `expected` come back as replies rather than errors.
+    pub(crate) async fn send_raw(
+        &self,
+        operation: Operation,
+        path: Option<&str>,
+        method: Method,
+        query: &str,
+        body: Option<Bytes>,
+        expected: &[StatusCode],
+    ) -> Result<RawReply, BlobError> {
+        let mut call = self.call(operation, path, method, query)?;
+        call.body = body;
+        call.expected = expected;
+        let reply = self.execute(&call).await?;
+        Ok(RawReply {
+            status: reply.status,
+            error_code: error_code(&reply),
+            body: reply.body,
+        })
+    }
+
     /// A read of `blob`: `None` when the service says 404 `BlobNotFound`; any other 404 (the
     /// container is missing) is an error.
     async fn read<'a>(
@@ -833,7 +873,7 @@ impl BlobClient {
                         attempt = attempts,
                         delay_ms = delay.as_millis() as u64,
                         error = %error,
-                        "transient Blob failure; retrying"
+                        "transient Storage failure; retrying"
                     );
                     tokio::time::sleep(delay).await;
                 }

@@ -4,7 +4,7 @@
 //!
 //! The recipe (`azure-protocols.md` §5.6):
 //! 1. Name the blobs deterministically from the chunk ([`ChunkJob::blob_names`]); block ids
-//!    are deterministic too ([`block_id`]), so every attempt at a chunk writes the same names.
+//!    are deterministic too ([`BlockId::from_index`]), so every attempt at a chunk writes the same names.
 //! 2. If the media blob is committed with the size it was archived with, stop: already archived.
 //! 3. Otherwise read the uncommitted blocks, keep the leading run whose ids and sizes match,
 //!    and resume the ACS download at the byte after them (`Range`).
@@ -16,16 +16,20 @@
 //! The two remote sides are traits ([`ChunkReader`], [`BlockStore`]) so the algorithm is tested
 //! on in-memory fakes; [`AcsChunkReader`] and [`BlobBlockStore`] adapt the real clients.
 
+mod adapters;
+
+pub use adapters::{AcsChunkReader, BlobBlockStore};
+
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{BoxStream, FuturesUnordered, StreamExt};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use crate::blob::BlockId;
 use crate::clock::Clock;
 use crate::config::{BlobNameTemplate, TransferSettings};
 use crate::disposition::Disposition;
@@ -117,12 +121,6 @@ impl TransferError {
 /// Most blocks one blob may commit.
 pub const MAX_BLOCKS: u64 = 50_000;
 
-/// The deterministic id of block `index`: the same chunk and index always give the same id,
-/// and every id has the same length (Blob Storage requires both).
-pub fn block_id(index: u64) -> String {
-    base64::engine::general_purpose::STANDARD.encode(format!("rablk-{index:08}"))
-}
-
 /// The media stream from ACS, from some offset.
 pub struct SourceStream {
     /// Length of the whole chunk, as ACS reports it.
@@ -192,12 +190,12 @@ pub trait BlockStore: Send + Sync {
     fn uncommitted_blocks<'a>(
         &'a self,
         blob: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<(String, u64)>, TransferError>>;
+    ) -> BoxFuture<'a, Result<Vec<(BlockId, u64)>, TransferError>>;
     /// Stages one block.
     fn stage_block<'a>(
         &'a self,
         blob: &'a str,
-        id: String,
+        id: BlockId,
         data: Bytes,
         md5: Option<[u8; 16]>,
     ) -> BoxFuture<'a, Result<(), TransferError>>;
@@ -205,7 +203,7 @@ pub trait BlockStore: Send + Sync {
     fn commit<'a>(
         &'a self,
         blob: &'a str,
-        ids: Vec<String>,
+        ids: Vec<BlockId>,
         content_type: &'a str,
         metadata: Vec<(String, String)>,
     ) -> BoxFuture<'a, Result<Committed, TransferError>>;
@@ -326,11 +324,15 @@ impl Transfer {
 
         let block = self.settings.block_bytes as u64;
         let staged = self.store.uncommitted_blocks(&names.media).await?;
-        let reusable = staged
-            .iter()
-            .enumerate()
-            .take_while(|(i, (id, size))| *id == block_id(*i as u64) && *size == block)
-            .count() as u64;
+        // The leading run of blocks 0, 1, 2, ... that are staged whole can be kept (the service
+        // lists staged blocks in no order we rely on). The last of them is read and sent again:
+        // when every block was staged, resuming after it would ask ACS for an empty range,
+        // which is answered 416.
+        let staged: std::collections::HashMap<BlockId, u64> = staged.into_iter().collect();
+        let reusable = (0u32..)
+            .take_while(|i| staged.get(&BlockId::from_index(*i)) == Some(&block))
+            .count()
+            .saturating_sub(1) as u64;
         let mut offset = reusable * block;
         let mut stream = match opened {
             Some(s) if offset == 0 => s,
@@ -366,7 +368,7 @@ impl Transfer {
         if let Some(h) = &sha_hex {
             metadata.push((META_SHA256.to_string(), h.clone()));
         }
-        let ids = (0..blocks).map(block_id).collect();
+        let ids = (0..blocks as u32).map(BlockId::from_index).collect();
         let committed = self
             .store
             .commit(&names.media, ids, format.content_type, metadata)
@@ -487,7 +489,7 @@ impl Transfer {
             None
         };
         self.store
-            .stage_block(blob, block_id(index), data, md5)
+            .stage_block(blob, BlockId::from_index(index as u32), data, md5)
             .await
     }
 
@@ -729,7 +731,7 @@ mod tests {
 
     #[derive(Default)]
     struct Blob {
-        staged: HashMap<String, Bytes>,
+        staged: HashMap<BlockId, Bytes>,
         committed: Option<Stored>,
     }
 
@@ -765,8 +767,8 @@ mod tests {
         fn uncommitted_blocks<'a>(
             &'a self,
             blob: &'a str,
-        ) -> BoxFuture<'a, Result<Vec<(String, u64)>, TransferError>> {
-            let mut v: Vec<(String, u64)> = self
+        ) -> BoxFuture<'a, Result<Vec<(BlockId, u64)>, TransferError>> {
+            let mut v: Vec<(BlockId, u64)> = self
                 .blobs
                 .lock()
                 .unwrap()
@@ -778,13 +780,15 @@ mod tests {
                         .collect()
                 })
                 .unwrap_or_default();
+            // Listed in an order unlike upload order, as a real service may.
             v.sort();
+            v.reverse();
             Box::pin(async move { Ok(v) })
         }
         fn stage_block<'a>(
             &'a self,
             blob: &'a str,
-            id: String,
+            id: BlockId,
             data: Bytes,
             _md5: Option<[u8; 16]>,
         ) -> BoxFuture<'a, Result<(), TransferError>> {
@@ -807,7 +811,7 @@ mod tests {
         fn commit<'a>(
             &'a self,
             blob: &'a str,
-            ids: Vec<String>,
+            ids: Vec<BlockId>,
             content_type: &'a str,
             metadata: Vec<(String, String)>,
         ) -> BoxFuture<'a, Result<Committed, TransferError>> {
@@ -944,13 +948,17 @@ mod tests {
         else {
             panic!("{report:?}")
         };
-        assert_eq!(resumed_from, 5 * BLOCK as u64);
+        assert_eq!(
+            resumed_from,
+            4 * BLOCK as u64,
+            "five blocks were staged; the last is sent again"
+        );
         assert_eq!(sha256, None, "the hash of bytes not read again is unknown");
-        assert_eq!(*reader.opens.lock().unwrap(), vec![0, 5 * BLOCK as u64]);
+        assert_eq!(*reader.opens.lock().unwrap(), vec![0, 4 * BLOCK as u64]);
         assert_eq!(
             store.stages.load(Ordering::SeqCst) - staged_before,
-            4,
-            "only blocks 5..=8 are uploaded again"
+            5,
+            "only blocks 4..=8 are uploaded again"
         );
         assert_eq!(store.committed(MEDIA).unwrap().0, data);
         let record: Value =

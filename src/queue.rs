@@ -1,0 +1,172 @@
+//! Queue REST for queue mode: the webhook hands each chunk to `RecordingTransfer` through a
+//! Storage queue (Put Message). It shares the Blob client's plumbing (auth, `x-ms-version`,
+//! retries, error parsing), since the two services speak the same protocol.
+
+use base64::Engine as _;
+use bytes::Bytes;
+use reqwest::{Method, StatusCode};
+use url::Url;
+
+use crate::blob::client::Operation;
+use crate::blob::{BlobClient, BlobError, StorageAuth};
+use crate::disposition::Disposition;
+
+/// Largest message the service takes: 64 KiB of message text, after base64.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Why a message was not enqueued.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The Storage call failed (after retries); carries status, error code and request id.
+    #[error("queue {queue}: {source}")]
+    Storage {
+        /// Queue name.
+        queue: String,
+        /// What the service or network said.
+        #[source]
+        source: BlobError,
+    },
+    /// The message is too large for a queue.
+    #[error("queue {queue}: message of {size} bytes (base64) is over the 64 KiB limit")]
+    TooLarge {
+        /// Queue name.
+        queue: String,
+        /// Encoded size.
+        size: usize,
+    },
+}
+
+impl QueueError {
+    /// What the caller must do. The webhook answers every enqueue failure with 503 whatever
+    /// this says (nothing is acknowledged that was not enqueued); this is for logs.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            QueueError::Storage { source, .. } => source.disposition(),
+            QueueError::TooLarge { .. } => Disposition::Drop,
+        }
+    }
+}
+
+/// Put Message on one queue.
+#[derive(Debug, Clone)]
+pub struct QueueClient {
+    queue: String,
+    /// The Storage plumbing, pointed at the queue endpoint with the queue as its "container".
+    storage: BlobClient,
+}
+
+impl QueueClient {
+    /// A client for `queue` at the Queue service `endpoint` (host-style
+    /// `https://acct.queue.core.windows.net` or path-style `http://127.0.0.1:10001/devstoreaccount1`).
+    pub fn new(
+        http: reqwest::Client,
+        endpoint: Url,
+        queue: impl Into<String>,
+        auth: StorageAuth,
+    ) -> Self {
+        let queue = queue.into();
+        QueueClient {
+            storage: BlobClient::new(http, endpoint, queue.clone(), auth),
+            queue,
+        }
+    }
+
+    /// Uses another retry policy (tests shorten it).
+    pub fn with_retry_policy(mut self, retry: crate::retry::RetryPolicy) -> Self {
+        self.storage = self.storage.with_retry_policy(retry);
+        self
+    }
+
+    /// The queue's name.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// Creates the queue; an existing queue is fine.
+    pub async fn create_queue(&self) -> Result<(), QueueError> {
+        self.storage
+            .send_raw(
+                Operation::CreateQueue,
+                None,
+                Method::PUT,
+                "",
+                None,
+                &[StatusCode::CONFLICT],
+            )
+            .await
+            .map(|_| ())
+            .map_err(|source| self.error(source))
+    }
+
+    /// Enqueues `text`, base64-encoded as a Functions queue trigger expects by default
+    /// (`messageEncoding: base64`). Creates the queue on first use. Returns the message id.
+    pub async fn put_message(&self, text: &str) -> Result<String, QueueError> {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+        if encoded.len() > MAX_MESSAGE_BYTES {
+            return Err(QueueError::TooLarge {
+                queue: self.queue.clone(),
+                size: encoded.len(),
+            });
+        }
+        // Base64 holds no character that XML needs escaped.
+        let body = Bytes::from(format!(
+            "<QueueMessage><MessageText>{encoded}</MessageText></QueueMessage>"
+        ));
+        let send = || {
+            self.storage.send_raw(
+                Operation::PutMessage,
+                Some("messages"),
+                Method::POST,
+                "",
+                Some(body.clone()),
+                &[StatusCode::NOT_FOUND],
+            )
+        };
+        let mut reply = send().await.map_err(|source| self.error(source))?;
+        if reply.status == StatusCode::NOT_FOUND
+            && reply.error_code.as_deref() == Some("QueueNotFound")
+        {
+            tracing::info!(queue = %self.queue, "creating the transfer queue");
+            self.create_queue().await?;
+            reply = send().await.map_err(|source| self.error(source))?;
+        }
+        if !reply.status.is_success() {
+            let code = reply.error_code.unwrap_or_else(|| "-".into());
+            return Err(self.error(BlobError::UnexpectedResponse {
+                operation: Operation::PutMessage,
+                blob: self.queue.clone(),
+                status: reply.status.as_u16(),
+                request_id: None,
+                reason: format!("error code {code}"),
+            }));
+        }
+        Ok(message_id(&reply.body).unwrap_or_default())
+    }
+
+    fn error(&self, source: BlobError) -> QueueError {
+        QueueError::Storage {
+            queue: self.queue.clone(),
+            source,
+        }
+    }
+}
+
+/// `<MessageId>` from a Put Message answer.
+fn message_id(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let start = text.find("<MessageId>")? + "<MessageId>".len();
+    let end = text[start..].find("</MessageId>")? + start;
+    Some(text[start..end].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_id_is_read_from_the_answer() {
+        let body = b"<?xml version=\"1.0\" encoding=\"utf-8\"?><QueueMessagesList><QueueMessage><MessageId>a1b2</MessageId><InsertionTime>x</InsertionTime></QueueMessage></QueueMessagesList>";
+        assert_eq!(message_id(body).as_deref(), Some("a1b2"));
+        assert_eq!(message_id(b"<nope/>"), None);
+    }
+}

@@ -1,0 +1,225 @@
+//! The pipeline's two sides on the real clients: [`AcsChunkReader`] over [`AcsClient`],
+//! [`BlobBlockStore`] over [`BlobClient`]. Each maps its client's error into
+//! [`TransferError`], keeping the client's own classification.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use url::Url;
+
+use super::{BlockStore, ChunkReader, Committed, SourceStream, StoredBlob, TransferError};
+use crate::acs::{self, AcsClient, AcsError};
+use crate::blob::{BlobClient, BlobCommitOptions, BlobError, BlockId, CommitOutcome};
+use crate::identity::BoxFuture;
+use crate::recording::ChunkJob;
+
+/// Reads chunks from ACS.
+#[derive(Debug, Clone)]
+pub struct AcsChunkReader {
+    client: AcsClient,
+}
+
+impl AcsChunkReader {
+    /// Wraps a client.
+    pub fn new(client: AcsClient) -> Self {
+        AcsChunkReader { client }
+    }
+}
+
+fn download_error(job: &ChunkJob, e: AcsError) -> TransferError {
+    TransferError::Download {
+        index: job.index,
+        document_id: job.document_id.clone(),
+        disposition: e.disposition(),
+        message: e.to_string(),
+    }
+}
+
+impl ChunkReader for AcsChunkReader {
+    fn locate(&self, job: &ChunkJob) -> Result<(Url, Option<Url>), TransferError> {
+        // Every request goes through the client's allowlist; nothing is sent to a refused URL.
+        let urls = acs::chunk_urls(self.client.endpoint(), &job.document_id, &job.source);
+        Ok((urls.media, urls.metadata))
+    }
+
+    fn open<'a>(
+        &'a self,
+        job: &'a ChunkJob,
+        media: &'a Url,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<SourceStream, TransferError>> {
+        Box::pin(async move {
+            let d = self
+                .client
+                .download(media, offset)
+                .await
+                .map_err(|e| download_error(job, e))?;
+            let (index, document_id) = (job.index, job.document_id.clone());
+            let body = d
+                .stream
+                .map(move |part| {
+                    part.map_err(|e| TransferError::Download {
+                        index,
+                        document_id: document_id.clone(),
+                        disposition: e.disposition(),
+                        message: e.to_string(),
+                    })
+                })
+                .boxed();
+            Ok(SourceStream {
+                total_len: d.total_len,
+                offset: d.offset,
+                content_type: d.content_type,
+                body,
+            })
+        })
+    }
+
+    fn metadata<'a>(
+        &'a self,
+        job: &'a ChunkJob,
+        url: &'a Url,
+    ) -> BoxFuture<'a, Result<Bytes, TransferError>> {
+        Box::pin(async move {
+            self.client
+                .fetch_metadata(url)
+                .await
+                .map_err(|e| download_error(job, e))
+        })
+    }
+}
+
+/// Writes blocks to one Blob container.
+#[derive(Debug, Clone)]
+pub struct BlobBlockStore {
+    client: BlobClient,
+}
+
+impl BlobBlockStore {
+    /// Wraps a client.
+    pub fn new(client: BlobClient) -> Self {
+        BlobBlockStore { client }
+    }
+
+    /// Runs `call`; when the container does not exist yet, creates it and runs `call` again.
+    /// Creating it lazily keeps start-up free of storage calls, so a storage outage delays
+    /// archives instead of stopping the handler.
+    async fn in_container<'a, T, F>(
+        &'a self,
+        blob: &str,
+        call: impl Fn() -> F,
+    ) -> Result<T, TransferError>
+    where
+        F: std::future::Future<Output = Result<T, BlobError>> + 'a,
+    {
+        match call().await {
+            Err(e) if e.error_code() == Some("ContainerNotFound") => {
+                tracing::info!(
+                    container = self.client.container(),
+                    "creating the recordings container"
+                );
+                self.client
+                    .create_container()
+                    .await
+                    .map_err(|e| storage_error(blob, e))?;
+                call().await.map_err(|e| storage_error(blob, e))
+            }
+            other => other.map_err(|e| storage_error(blob, e)),
+        }
+    }
+}
+
+fn storage_error(blob: &str, e: BlobError) -> TransferError {
+    TransferError::Storage {
+        blob: blob.to_string(),
+        disposition: e.disposition(),
+        message: e.to_string(),
+    }
+}
+
+fn committed(outcome: CommitOutcome) -> Committed {
+    match outcome {
+        CommitOutcome::Committed { .. } => Committed::Created,
+        CommitOutcome::AlreadyExists => Committed::AlreadyExists,
+    }
+}
+
+impl BlockStore for BlobBlockStore {
+    fn properties<'a>(
+        &'a self,
+        blob: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredBlob>, TransferError>> {
+        Box::pin(async move {
+            let props = self
+                .in_container(blob, || self.client.get_properties(blob))
+                .await?;
+            Ok(props.map(|p| StoredBlob {
+                content_length: p.content_length,
+                metadata: p.metadata,
+            }))
+        })
+    }
+
+    fn uncommitted_blocks<'a>(
+        &'a self,
+        blob: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(BlockId, u64)>, TransferError>> {
+        Box::pin(async move {
+            let list = self
+                .in_container(blob, || self.client.get_block_list(blob))
+                .await?;
+            Ok(list.uncommitted)
+        })
+    }
+
+    fn stage_block<'a>(
+        &'a self,
+        blob: &'a str,
+        id: BlockId,
+        data: Bytes,
+        md5: Option<[u8; 16]>,
+    ) -> BoxFuture<'a, Result<(), TransferError>> {
+        Box::pin(async move {
+            self.in_container(blob, || self.client.put_block(blob, &id, data.clone(), md5))
+                .await
+        })
+    }
+
+    fn commit<'a>(
+        &'a self,
+        blob: &'a str,
+        ids: Vec<BlockId>,
+        content_type: &'a str,
+        metadata: Vec<(String, String)>,
+    ) -> BoxFuture<'a, Result<Committed, TransferError>> {
+        Box::pin(async move {
+            let options = BlobCommitOptions {
+                content_type: Some(content_type.to_string()),
+                metadata,
+                if_none_match_star: true,
+            };
+            self.in_container(blob, || self.client.put_block_list(blob, &ids, &options))
+                .await
+                .map(committed)
+        })
+    }
+
+    fn put_small<'a>(
+        &'a self,
+        blob: &'a str,
+        body: Bytes,
+        content_type: &'a str,
+    ) -> BoxFuture<'a, Result<Committed, TransferError>> {
+        Box::pin(async move {
+            let options = BlobCommitOptions {
+                content_type: Some(content_type.to_string()),
+                metadata: Vec::new(),
+                if_none_match_star: true,
+            };
+            self.in_container(blob, || {
+                self.client.put_blob_small(blob, body.clone(), &options)
+            })
+            .await
+            .map(committed)
+        })
+    }
+}

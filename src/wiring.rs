@@ -1,0 +1,96 @@
+//! Builds the application from settings, once at start-up: the HTTP clients, credentials, the
+//! ACS and Storage clients, the transfer pipeline, and what the webhook does with each chunk
+//! (enqueue it, or transfer it inline). Both entry points call [`build_app`].
+
+use std::sync::Arc;
+
+use crate::acs::{self, AcsClient};
+use crate::app::{App, ChunkArchiver};
+use crate::blob::{BlobClient, StorageAuth};
+use crate::clock::SystemClock;
+use crate::config::storage::StorageCredential;
+use crate::config::{
+    acs::ACS_CONNECTION_STRING, ArchiveMode, ConfigError, Lookup, Settings, RECORDINGS_STORAGE,
+};
+use crate::identity::{ManagedIdentityTokens, TokenSource};
+use crate::queue::QueueClient;
+use crate::retry::RetryPolicy;
+use crate::transfer::{AcsChunkReader, BlobBlockStore, Transfer};
+
+/// Retries for the webhook's Put Message: Event Grid waits 30 s for the answer, so give up
+/// well before and answer 503 (Event Grid then redelivers) rather than time out.
+pub const ENQUEUE_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 3,
+    deadline: std::time::Duration::from_secs(10),
+    base_delay: std::time::Duration::from_millis(100),
+    max_delay: std::time::Duration::from_secs(2),
+};
+
+/// The resource Storage tokens are asked for.
+pub const STORAGE_RESOURCE: &str = "https://storage.azure.com/";
+
+/// Builds the app. Fails, naming the setting, when something the configured mode needs is
+/// missing; `lookup` supplies the platform's managed-identity variables.
+pub fn build_app(settings: &Settings, lookup: &impl Lookup) -> Result<App, ConfigError> {
+    let acs_settings = settings.acs.clone().ok_or_else(|| {
+        ConfigError::missing(ACS_CONNECTION_STRING, "the Communication Services connection string (endpoint=...;accesskey=...), or ACS_ENDPOINT with ACS_CREDENTIAL=managedidentity")
+    })?;
+    let storage = settings.storage.as_ref().ok_or_else(|| {
+        ConfigError::missing(RECORDINGS_STORAGE, "a storage connection string, a container SAS URL, or RECORDINGS_STORAGE__blobServiceUri with RECORDINGS_STORAGE__credential=managedidentity")
+    })?;
+    storage.check_container(&settings.container)?;
+
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| {
+            ConfigError::malformed(
+                RECORDINGS_STORAGE,
+                format!("cannot build an HTTP client: {e}"),
+            )
+        })?;
+    let tokens: Option<Arc<dyn TokenSource>> = match &storage.credential {
+        StorageCredential::ManagedIdentity { client_id } => {
+            Some(Arc::new(ManagedIdentityTokens::from_lookup(
+                lookup,
+                http.clone(),
+                STORAGE_RESOURCE,
+                client_id.clone(),
+            )?))
+        }
+        _ => None,
+    };
+    let auth = StorageAuth::from_credential(&storage.credential, tokens)
+        .map_err(|e| ConfigError::malformed(RECORDINGS_STORAGE, e.to_string()))?;
+    let blob = BlobClient::new(
+        http.clone(),
+        storage.blob_endpoint.clone(),
+        settings.container.clone(),
+        auth.clone(),
+    );
+
+    let acs_http = acs::http_client().map_err(|e| {
+        ConfigError::malformed(
+            ACS_CONNECTION_STRING,
+            format!("cannot build an HTTP client: {e}"),
+        )
+    })?;
+    let acs = AcsClient::new(acs_http, acs_settings, settings.extra_allowed_hosts.clone());
+
+    let transfer: Arc<Transfer> = Arc::new(Transfer::new(
+        Arc::new(AcsChunkReader::new(acs)),
+        Arc::new(BlobBlockStore::new(blob)),
+        settings.transfer,
+        settings.blob_name_template.clone(),
+        Arc::new(SystemClock),
+    ));
+    let intake: Arc<dyn ChunkArchiver> = match settings.archive_mode {
+        ArchiveMode::Inline => transfer.clone(),
+        ArchiveMode::Queue => {
+            let endpoint = storage.require_queue_endpoint()?.clone();
+            let queue = QueueClient::new(http, endpoint, settings.transfer_queue.clone(), auth);
+            Arc::new(queue.with_retry_policy(ENQUEUE_RETRY))
+        }
+    };
+    Ok(App::new(intake, transfer, settings.max_body_bytes))
+}

@@ -1,0 +1,330 @@
+//! Recordings archived for real: ACS emulator (checking signatures) -> handler -> Azurite.
+//! Covers the inline webhook, the `RecordingTransfer` invocation, duplicates, a crash in the
+//! middle of a transfer, and a Blob service that answers 503.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use archiver_testkit::acs::{
+    AcsEmulator, AcsEmulatorConfig, Fault as AcsFault, RecordingFormat, Verdict,
+};
+use archiver_testkit::host::HandlerProcess;
+use archiver_testkit::proxy::{Fault, FaultProxy, RequestKind};
+use serde_json::{json, Value};
+use support::*;
+
+const MIB: u64 = 1024 * 1024;
+
+async fn emulator() -> AcsEmulator {
+    AcsEmulator::start(AcsEmulatorConfig::default())
+        .await
+        .unwrap()
+}
+
+fn container_of(env: &[(String, String)]) -> String {
+    env.iter()
+        .find(|(k, _)| k == "RECORDINGS_CONTAINER")
+        .unwrap()
+        .1
+        .clone()
+}
+
+async fn post_event(h: &HandlerProcess, event: &Value) -> (u16, Value) {
+    let r = h
+        .forward(reqwest::Method::POST, "RecordingWebhook")
+        .header("Content-Type", "application/json")
+        .header("aeg-event-type", "Notification")
+        .body(json!([event]).to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// `RecordingTransfer` invoked as the host does, with the message JSON-encoded twice.
+async fn invoke_transfer(
+    h: &HandlerProcess,
+    message: &str,
+) -> Result<(u16, Value), reqwest::Error> {
+    let envelope = json!({"Data": {"job": serde_json::to_string(message).unwrap()}, "Metadata": {"DequeueCount": 1, "Id": "m-1"}});
+    let r = h
+        .client()
+        .post(h.url("/RecordingTransfer"))
+        .json(&envelope)
+        .send()
+        .await?;
+    Ok((r.status().as_u16(), r.json().await?))
+}
+
+/// Checks every chunk's media blob against the emulator's source and its record blob.
+async fn assert_archived(emu: &AcsEmulator, container: &str, call: &str, documents: &[&str]) {
+    let blobs = list_blobs(container).await;
+    assert_eq!(
+        blobs.len(),
+        documents.len() * 2,
+        "one media and one record blob per chunk: {blobs:#?}"
+    );
+    for (i, doc) in documents.iter().enumerate() {
+        let name = format!("2026/11/24/{call}/{i:03}-{doc}.mp4");
+        let media = blobs
+            .iter()
+            .find(|b| b.name == name)
+            .unwrap_or_else(|| panic!("{name} missing: {blobs:#?}"));
+        assert_eq!(media.content_type, "video/mp4");
+        assert_eq!(
+            sha256(&read_blob(container, &name).await),
+            emu.expected_sha256(doc).unwrap(),
+            "{name} differs from the source"
+        );
+        let record: Value =
+            serde_json::from_slice(&read_blob(container, &format!("{name}.json")).await).unwrap();
+        assert_eq!(record["archive"]["sizeBytes"], media.size);
+        assert_eq!(record["archive"]["documentId"], *doc);
+        assert_eq!(record["acsMetadata"]["chunkDocumentId"], *doc, "{record}");
+    }
+}
+
+#[tokio::test]
+async fn a_three_chunk_recording_lands_byte_exact_with_names_types_and_records() {
+    let emu = emulator().await;
+    let docs = ["0-wus-d1-aaaa", "0-wus-d1-bbbb", "0-wus-d1-cccc"];
+    for (doc, size) in docs.iter().zip([3 * MIB + 17, 2 * MIB, MIB / 2]) {
+        emu.add_recording(doc, size, size, RecordingFormat::Mp4);
+    }
+    let mut env = handler_env(Some(&emu));
+    set(&mut env, "ARCHIVE_MODE", "inline");
+    set(&mut env, "TRANSFER_BLOCK_BYTES", "1048576");
+    set(&mut env, "TRANSFER_CONTENT_MD5", "true");
+    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
+        .await
+        .unwrap();
+    let (status, body) = post_event(&h, &ga_event(&emu, "evt-3", "call-3", &docs, "Mp4")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["chunks"]["archived"], 3, "{body}");
+    assert_archived(&emu, &container_of(&env), "call-3", &docs).await;
+    let requests = emu.requests();
+    assert!(!requests.is_empty());
+    assert!(
+        requests.iter().all(|r| r.verdict == Verdict::Accepted),
+        "every request carried a valid signature"
+    );
+}
+
+#[tokio::test]
+async fn duplicate_deliveries_leave_one_blob_per_chunk() {
+    let emu = emulator().await;
+    let docs = ["0-wus-d2-aaaa", "0-wus-d2-bbbb"];
+    for doc in docs {
+        emu.add_recording(doc, MIB + 5, 7, RecordingFormat::Mp4);
+    }
+    let mut env = handler_env(Some(&emu));
+    set(&mut env, "ARCHIVE_MODE", "inline");
+    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
+        .await
+        .unwrap();
+    let event = ga_event(&emu, "evt-dup", "call-dup", &docs, "Mp4");
+    for i in 0..20 {
+        let (status, body) = post_event(&h, &event).await;
+        assert_eq!(status, 200, "delivery {i}: {body}");
+        let expect = if i == 0 {
+            ("archived", 2)
+        } else {
+            ("alreadyArchived", 2)
+        };
+        assert_eq!(body["chunks"][expect.0], expect.1, "delivery {i}: {body}");
+    }
+    let concurrent = futures_util::future::join_all((0..5).map(|_| post_event(&h, &event))).await;
+    for (status, body) in concurrent {
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_archived(&emu, &container_of(&env), "call-dup", &docs).await;
+}
+
+#[tokio::test]
+async fn concurrent_first_deliveries_race_to_one_blob_without_error() {
+    let emu = emulator().await;
+    let docs = ["0-wus-d3-aaaa"];
+    emu.add_recording(docs[0], 4 * MIB, 11, RecordingFormat::Mp4);
+    let mut env = handler_env(Some(&emu));
+    set(&mut env, "ARCHIVE_MODE", "inline");
+    set(&mut env, "TRANSFER_BLOCK_BYTES", "262144");
+    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
+        .await
+        .unwrap();
+    let event = ga_event(&emu, "evt-race", "call-race", &docs, "Mp4");
+    let answers = futures_util::future::join_all((0..5).map(|_| post_event(&h, &event))).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+    }
+    assert_archived(&emu, &container_of(&env), "call-race", &docs).await;
+}
+
+#[tokio::test]
+async fn a_transfer_killed_midway_resumes_without_resending_staged_blocks() {
+    let emu = emulator().await;
+    let doc = "0-wus-d4-kill";
+    let total = 16 * MIB;
+    emu.add_recording(doc, total, 99, RecordingFormat::Mp4);
+    // The first download trickles, so the crash lands in the middle of it.
+    emu.push_faults(
+        doc,
+        vec![AcsFault::Trickle {
+            chunk: 128 * 1024,
+            interval: Duration::from_millis(15),
+        }],
+    );
+    let proxy = FaultProxy::start(&azurite().blob_endpoint()).await.unwrap();
+    let mut env = handler_env(Some(&emu));
+    let storage = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint={};QueueEndpoint={};",
+        archiver_testkit::azurite::ACCOUNT_KEY,
+        proxy.endpoint(),
+        azurite().queue_endpoint()
+    );
+    set(&mut env, "RECORDINGS_STORAGE", &storage);
+    set(&mut env, "TRANSFER_BLOCK_BYTES", "1048576");
+    set(&mut env, "TRANSFER_PARALLEL_BLOCKS", "2");
+    let message = ga_event(&emu, "evt-kill", "call-kill", &[doc], "Mp4").to_string();
+
+    let mut first = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
+        .await
+        .unwrap();
+    let call = {
+        let (client, url) = (first.client().clone(), first.url("/RecordingTransfer"));
+        let envelope = json!({"Data": {"job": serde_json::to_string(&message).unwrap()}, "Metadata": {"DequeueCount": 1}});
+        tokio::spawn(async move { client.post(url).json(&envelope).send().await })
+    };
+    wait_until(Duration::from_secs(60), "five staged blocks", || {
+        proxy.count(RequestKind::PutBlock) >= 5
+    })
+    .await;
+    first.kill();
+    assert!(
+        call.await.unwrap().is_err(),
+        "the crashed invocation gets no answer"
+    );
+    let staged = proxy.count(RequestKind::PutBlock) as u64;
+    assert!(
+        staged < total / MIB,
+        "killed before the end ({staged} blocks)"
+    );
+    assert_eq!(
+        proxy.count(RequestKind::PutBlockList),
+        0,
+        "nothing was committed"
+    );
+
+    let second = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
+        .await
+        .unwrap();
+    let (status, body) = invoke_transfer(&second, &message).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let container = container_of(&env);
+    let name = format!("2026/11/24/call-kill/000-{doc}.mp4");
+    let record: Value =
+        serde_json::from_slice(&read_blob(&container, &format!("{name}.json")).await).unwrap();
+    let resumed = record["archive"]["resumedFromByte"].as_u64().unwrap();
+    assert!(
+        resumed >= 3 * MIB,
+        "resumed after the staged blocks, not from 0: {record}"
+    );
+    let resent = proxy.count(RequestKind::PutBlock) as u64 - staged;
+    assert_eq!(
+        resent,
+        (total - resumed) / MIB,
+        "only the blocks after the resume point were uploaded again"
+    );
+    let ranges: Vec<_> = emu
+        .requests()
+        .iter()
+        .filter_map(|r| r.range().map(str::to_string))
+        .collect();
+    assert!(
+        ranges.contains(&format!("bytes={resumed}-")),
+        "the download resumed with Range: {ranges:?}"
+    );
+    assert_eq!(
+        sha256(&read_blob(&container, &name).await),
+        emu.expected_sha256(doc).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_blob_service_503_is_retried_and_the_archive_completes() {
+    let emu = emulator().await;
+    let doc = "0-wus-d5-busy";
+    emu.add_recording(doc, 2 * MIB, 5, RecordingFormat::Mp4);
+    let proxy = FaultProxy::start(&azurite().blob_endpoint()).await.unwrap();
+    proxy.inject(Fault::status(RequestKind::PutBlock, 2, 503).with_retry_after(0));
+    proxy.inject(Fault::status(RequestKind::PutBlockList, 1, 503));
+    let mut env = handler_env(Some(&emu));
+    let storage = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint={};QueueEndpoint={};",
+        archiver_testkit::azurite::ACCOUNT_KEY,
+        proxy.endpoint(),
+        azurite().queue_endpoint()
+    );
+    set(&mut env, "RECORDINGS_STORAGE", &storage);
+    set(&mut env, "ARCHIVE_MODE", "inline");
+    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
+        .await
+        .unwrap();
+    let (status, body) =
+        post_event(&h, &ga_event(&emu, "evt-503", "call-503", &[doc], "Mp4")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(proxy.failed(RequestKind::PutBlock), 2);
+    assert_eq!(proxy.failed(RequestKind::PutBlockList), 1);
+    assert_archived(&emu, &container_of(&env), "call-503", &[doc]).await;
+}
+
+#[tokio::test]
+async fn a_refused_url_is_permanent_and_nothing_is_sent() {
+    let emu = emulator().await;
+    let mut env = handler_env(Some(&emu));
+    set(&mut env, "ARCHIVE_MODE", "inline");
+    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
+        .await
+        .unwrap();
+    let mut event = ga_event(&emu, "evt-ssrf", "call-ssrf", &["0-wus-d6-evil"], "Mp4");
+    let chunk = &mut event["data"]["recordingStorageInfo"]["recordingChunks"][0];
+    chunk["contentLocation"] = json!("https://169.254.169.254/metadata/identity/oauth2/token");
+    chunk["metadataLocation"] = json!("https://attacker.example/v1/objects/x/content/acsmetadata");
+    let (status, body) = post_event(&h, &event).await;
+    assert_eq!(
+        status, 400,
+        "nothing in this delivery can ever be archived: {body}"
+    );
+    assert!(
+        body["rejected"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("attacker.example"),
+        "{body}"
+    );
+    assert!(emu.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_transfer_message_that_can_never_work_fails_the_invocation_loudly() {
+    let emu = emulator().await;
+    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&handler_env(Some(&emu))))
+        .await
+        .unwrap();
+    let (status, body) = invoke_transfer(&h, &fixture("recording_missing_document_id.json"))
+        .await
+        .unwrap();
+    assert_eq!(
+        status, 500,
+        "the host must retry it and finally poison it, never delete it"
+    );
+    assert!(
+        body["Logs"][0].as_str().unwrap().starts_with("permanent:"),
+        "{body}"
+    );
+    wait_until(Duration::from_secs(5), "the reason in the log", || {
+        h.output().contains("poison queue")
+    })
+    .await;
+}

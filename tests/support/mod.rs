@@ -1,0 +1,197 @@
+//! Shared set-up for the integration tests: one Azurite per test binary (a real process,
+//! started on free ports in memory and stopped when the binary exits), the handler's
+//! environment, and recording events whose URLs point at an ACS emulator.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use archiver_testkit::acs::AcsEmulator;
+use archiver_testkit::azurite::Azurite;
+use serde_json::{json, Value};
+
+/// The handler binary built for this test run.
+pub const HANDLER: &str = env!("CARGO_BIN_EXE_handler");
+
+/// An ACS connection string that is never contacted (queue-mode webhook tests).
+pub const UNUSED_ACS: &str =
+    "endpoint=https://contoso.communication.azure.com/;accesskey=c2VjcmV0LWFjcy1rZXk=";
+
+/// The Azurite shared by this test binary.
+pub fn azurite() -> &'static Azurite {
+    static AZURITE: OnceLock<Azurite> = OnceLock::new();
+    AZURITE.get_or_init(|| Azurite::start().unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// A name no other test in this binary uses (containers and queues are shared by Azurite).
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The settings a handler needs to run against Azurite and (optionally) an ACS emulator, with
+/// its own container and queue.
+pub fn handler_env(acs: Option<&AcsEmulator>) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("RUST_LOG".to_string(), "info".to_string()),
+        (
+            "RECORDINGS_STORAGE".to_string(),
+            azurite().connection_string(),
+        ),
+        ("RECORDINGS_CONTAINER".to_string(), unique("rec")),
+        ("TRANSFER_QUEUE".to_string(), unique("q")),
+    ];
+    match acs {
+        Some(emu) => {
+            env.push(("ACS_CONNECTION_STRING".into(), emu.connection_string()));
+            env.push(("ACS_EXTRA_ALLOWED_HOSTS".into(), emu.extra_allowed_hosts()));
+        }
+        None => env.push(("ACS_CONNECTION_STRING".into(), UNUSED_ACS.into())),
+    }
+    env
+}
+
+/// Replaces or adds `name` in `env`.
+pub fn set(env: &mut Vec<(String, String)>, name: &str, value: &str) {
+    env.retain(|(k, _)| k != name);
+    env.push((name.to_string(), value.to_string()));
+}
+
+/// `env` as the `&[(&str, &str)]` the launchers take.
+pub fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// A fixture from `tests/data/`.
+pub fn fixture(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// A GA `RecordingFileStatusUpdated` event (Event Grid schema) whose chunks are the given
+/// emulator recordings, in order.
+pub fn ga_event(
+    emu: &AcsEmulator,
+    event_id: &str,
+    call_id: &str,
+    documents: &[&str],
+    format: &str,
+) -> Value {
+    let chunks: Vec<Value> = documents
+        .iter()
+        .enumerate()
+        .map(|(i, doc)| {
+            json!({
+                "documentId": doc,
+                "index": i,
+                "endReason": if i + 1 == documents.len() { "SessionEnded" } else { "ChunkMaximumSizeExceeded" },
+                "contentLocation": emu.content_url(doc),
+                "metadataLocation": emu.metadata_url(doc),
+                "deleteLocation": emu.delete_url(doc),
+            })
+        })
+        .collect();
+    json!({
+        "id": event_id,
+        "topic": "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg/providers/microsoft.communication/communicationservices/emulated",
+        "subject": format!("/recording/call/{call_id}/serverCallId/server-{call_id}"),
+        "data": {
+            "recordingStorageInfo": {"recordingChunks": chunks},
+            "recordingStartTime": "2026-11-24T09:00:00.0000000Z",
+            "recordingDurationMs": 60000,
+            "sessionEndReason": "CallEnded",
+            "recordingContentType": if format == "Mp4" { "AudioVideo" } else { "Audio" },
+            "recordingChannelType": "Mixed",
+            "recordingFormatType": format,
+        },
+        "eventType": "Microsoft.Communication.RecordingFileStatusUpdated",
+        "dataVersion": "1.0",
+        "metadataVersion": "1",
+        "eventTime": "2026-11-24T09:01:00.0000000Z",
+    })
+}
+
+/// A blob as the Blob service lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedBlob {
+    /// Name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Content type.
+    pub content_type: String,
+}
+
+fn sas(container: &str) -> String {
+    azurite().container_sas(container, "rl", std::time::Duration::from_secs(600))
+}
+
+/// Every committed blob in `container` (List Blobs through a read/list SAS).
+pub async fn list_blobs(container: &str) -> Vec<ListedBlob> {
+    let url = format!(
+        "{}/{container}?restype=container&comp=list&{}",
+        azurite().blob_endpoint(),
+        sas(container)
+    );
+    let r = reqwest::get(&url).await.unwrap();
+    if r.status() == 404 {
+        return Vec::new();
+    }
+    let xml = r.text().await.unwrap();
+    let tag = |s: &str, name: &str| -> String {
+        let open = format!("<{name}>");
+        let start = s.find(&open).map(|i| i + open.len()).unwrap_or(0);
+        let end = s[start..]
+            .find(&format!("</{name}>"))
+            .map(|i| i + start)
+            .unwrap_or(start);
+        s[start..end].to_string()
+    };
+    xml.split("<Blob>")
+        .skip(1)
+        .map(|b| ListedBlob {
+            name: tag(b, "Name"),
+            size: tag(b, "Content-Length").parse().unwrap_or(0),
+            content_type: tag(b, "Content-Type"),
+        })
+        .collect()
+}
+
+/// A blob's bytes.
+pub async fn read_blob(container: &str, name: &str) -> bytes::Bytes {
+    let url = format!(
+        "{}/{container}/{name}?{}",
+        azurite().blob_endpoint(),
+        sas(container)
+    );
+    let r = reqwest::get(&url).await.unwrap();
+    assert!(r.status().is_success(), "GET {name}: {}", r.status());
+    r.bytes().await.unwrap()
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}
+
+/// Polls `check` every 20 ms until it holds, for at most `limit`; panics with `what` after.
+pub async fn wait_until(limit: std::time::Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
