@@ -110,6 +110,35 @@ pub struct ChunkJob {
     pub format_type: Option<String>,
     /// Where to fetch the chunk.
     pub source: ChunkSource,
+    /// Every chunk of the recording (this one included), so whichever chunk finishes last can
+    /// tell that the whole recording is archived. Empty when the event held a chunk that
+    /// could not be read: the set is then incomplete, and nothing is ever deleted from ACS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub siblings: Vec<SiblingChunk>,
+}
+
+/// One chunk of a recording, as its siblings know it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SiblingChunk {
+    /// Its `documentId`.
+    pub document_id: String,
+    /// Its `index`.
+    pub index: u32,
+    /// Its `deleteLocation` (GA events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete: Option<Url>,
+}
+
+impl ChunkJob {
+    /// The job a sibling chunk would have: the same recording, its own id, index and source.
+    pub fn for_sibling(&self, sibling: &SiblingChunk) -> ChunkJob {
+        ChunkJob {
+            document_id: sibling.document_id.clone(),
+            index: sibling.index,
+            ..self.clone()
+        }
+    }
 }
 
 /// A field of a recording event that is missing or unusable. `field` is a JSON path such as
@@ -198,6 +227,7 @@ pub fn parse_recording_data(
         channel_type: opt_str(data.get("recordingChannelType")),
         format_type: opt_str(data.get("recordingFormatType")),
         source: ChunkSource::Preview,
+        siblings: Vec::new(),
     };
     let mut parsed = ParsedRecording::default();
     for (i, chunk) in chunks.iter().enumerate() {
@@ -208,6 +238,23 @@ pub fn parse_recording_data(
         }
     }
     parsed.jobs.sort_by_key(|j| j.index);
+    if parsed.rejected.is_empty() {
+        let siblings: Vec<SiblingChunk> = parsed
+            .jobs
+            .iter()
+            .map(|j| SiblingChunk {
+                document_id: j.document_id.clone(),
+                index: j.index,
+                delete: match &j.source {
+                    ChunkSource::Located { delete, .. } => delete.clone(),
+                    ChunkSource::Preview => None,
+                },
+            })
+            .collect();
+        for job in &mut parsed.jobs {
+            job.siblings = siblings.clone();
+        }
+    }
     Ok(parsed)
 }
 
@@ -527,6 +574,36 @@ mod tests {
         let parsed = parse_recording_data(ctx(), &data).unwrap();
         assert!(parsed.jobs.is_empty());
         assert!(parsed.rejected[0].field.ends_with("documentId"));
+    }
+
+    #[test]
+    fn every_job_knows_its_whole_recording_unless_a_chunk_was_unreadable() {
+        let data = json!({"recordingStorageInfo": {"recordingChunks": [
+            {"documentId": "d1", "index": 1, "contentLocation": "https://a.asm.skype.com/c1", "deleteLocation": "https://a.asm.skype.com/x1"},
+            {"documentId": "d0", "index": 0, "contentLocation": "https://a.asm.skype.com/c0", "deleteLocation": "https://a.asm.skype.com/x0"}]}});
+        let jobs = parse_recording_data(ctx(), &data).unwrap().jobs;
+        let ids: Vec<_> = jobs[1]
+            .siblings
+            .iter()
+            .map(|s| (s.document_id.as_str(), s.index))
+            .collect();
+        assert_eq!(ids, [("d0", 0), ("d1", 1)]);
+        assert!(jobs[0].siblings[1]
+            .delete
+            .as_ref()
+            .unwrap()
+            .as_str()
+            .ends_with("/x1"));
+        let sibling = jobs[0].for_sibling(&jobs[0].siblings[1]);
+        assert_eq!((sibling.document_id.as_str(), sibling.index), ("d1", 1));
+
+        let data = json!({"recordingStorageInfo": {"recordingChunks": [
+            {"documentId": "d0", "index": 0}, {"index": 1}]}});
+        let parsed = parse_recording_data(ctx(), &data).unwrap();
+        assert!(
+            parsed.jobs[0].siblings.is_empty(),
+            "an incomplete set never allows a delete"
+        );
     }
 
     #[test]

@@ -58,34 +58,6 @@ async fn invoke_transfer(
     Ok((r.status().as_u16(), r.json().await?))
 }
 
-/// Checks every chunk's media blob against the emulator's source and its record blob.
-async fn assert_archived(emu: &AcsEmulator, container: &str, call: &str, documents: &[&str]) {
-    let blobs = list_blobs(container).await;
-    assert_eq!(
-        blobs.len(),
-        documents.len() * 2,
-        "one media and one record blob per chunk: {blobs:#?}"
-    );
-    for (i, doc) in documents.iter().enumerate() {
-        let name = format!("2026/11/24/{call}/{i:03}-{doc}.mp4");
-        let media = blobs
-            .iter()
-            .find(|b| b.name == name)
-            .unwrap_or_else(|| panic!("{name} missing: {blobs:#?}"));
-        assert_eq!(media.content_type, "video/mp4");
-        assert_eq!(
-            sha256(&read_blob(container, &name).await),
-            emu.expected_sha256(doc).unwrap(),
-            "{name} differs from the source"
-        );
-        let record: Value =
-            serde_json::from_slice(&read_blob(container, &format!("{name}.json")).await).unwrap();
-        assert_eq!(record["archive"]["sizeBytes"], media.size);
-        assert_eq!(record["archive"]["documentId"], *doc);
-        assert_eq!(record["acsMetadata"]["chunkDocumentId"], *doc, "{record}");
-    }
-}
-
 #[tokio::test]
 async fn a_three_chunk_recording_lands_byte_exact_with_names_types_and_records() {
     let emu = emulator().await;

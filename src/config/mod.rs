@@ -36,6 +36,8 @@ pub const TRANSFER_PARALLEL_BLOCKS: &str = "TRANSFER_PARALLEL_BLOCKS";
 pub const TRANSFER_CONTENT_MD5: &str = "TRANSFER_CONTENT_MD5";
 /// Compute the whole chunk's SHA-256 for the archive record.
 pub const TRANSFER_SHA256: &str = "TRANSFER_SHA256";
+/// Delete recordings from ACS once every chunk is archived and verified.
+pub const DELETE_AFTER_ARCHIVE: &str = "DELETE_AFTER_ARCHIVE";
 
 /// Default container name.
 pub const DEFAULT_CONTAINER: &str = "recordings";
@@ -64,6 +66,10 @@ pub struct TransferSettings {
     /// record and blob metadata, so anyone can verify the copy later. Default on: about
     /// 0.6 CPU s/GiB, on its own thread. (Not available when a transfer resumes mid-chunk.)
     pub sha256: bool,
+    /// `DELETE_AFTER_ARCHIVE`: once every chunk of a recording is committed with its size
+    /// verified, send the signed DELETE to each chunk's `deleteLocation` (GA events), so the
+    /// recording does not wait out ACS's 24 h retention. Never on a partial archive. Default off.
+    pub delete_after_archive: bool,
 }
 
 impl Default for TransferSettings {
@@ -73,6 +79,7 @@ impl Default for TransferSettings {
             parallel_blocks: 4,
             content_md5: false,
             sha256: true,
+            delete_after_archive: false,
         }
     }
 }
@@ -116,6 +123,7 @@ impl TransferSettings {
             .unwrap_or(d.parallel_blocks),
             content_md5: flag(TRANSFER_CONTENT_MD5, d.content_md5)?,
             sha256: flag(TRANSFER_SHA256, d.sha256)?,
+            delete_after_archive: flag(DELETE_AFTER_ARCHIVE, d.delete_after_archive)?,
         })
     }
 }

@@ -86,6 +86,19 @@ impl ChunkReader for AcsChunkReader {
                 .map_err(|e| download_error(job, e))
         })
     }
+
+    fn delete<'a>(
+        &'a self,
+        job: &'a ChunkJob,
+        url: &'a Url,
+    ) -> BoxFuture<'a, Result<(), TransferError>> {
+        Box::pin(async move {
+            self.client
+                .delete(url)
+                .await
+                .map_err(|e| download_error(job, e))
+        })
+    }
 }
 
 /// Writes blocks to one Blob container.

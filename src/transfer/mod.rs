@@ -17,6 +17,7 @@
 //! on in-memory fakes; [`AcsChunkReader`] and [`BlobBlockStore`] adapt the real clients.
 
 mod adapters;
+mod release;
 
 pub use adapters::{AcsChunkReader, BlobBlockStore};
 
@@ -150,6 +151,12 @@ pub trait ChunkReader: Send + Sync {
         job: &'a ChunkJob,
         url: &'a Url,
     ) -> BoxFuture<'a, Result<Bytes, TransferError>>;
+    /// Deletes the recording chunk at `url` (its `deleteLocation`); already gone is success.
+    fn delete<'a>(
+        &'a self,
+        job: &'a ChunkJob,
+        url: &'a Url,
+    ) -> BoxFuture<'a, Result<(), TransferError>>;
 }
 
 /// A committed blob, as far as the pipeline cares.
@@ -162,6 +169,12 @@ pub struct StoredBlob {
 }
 
 impl StoredBlob {
+    /// Whether an archive of ours committed it whole: it carries the size it was archived
+    /// with, and has that size.
+    fn is_complete(&self) -> bool {
+        self.meta(META_SIZE).and_then(|v| v.parse::<u64>().ok()) == Some(self.content_length)
+    }
+
     fn meta(&self, name: &str) -> Option<&str> {
         self.metadata
             .iter()
@@ -264,8 +277,18 @@ impl Transfer {
         }
     }
 
-    /// Archives one chunk (media and record). Idempotent.
+    /// Archives one chunk (media and record), then, with `DELETE_AFTER_ARCHIVE`, frees the
+    /// recording in ACS once all its chunks are archived. Idempotent.
     pub async fn archive(&self, job: &ChunkJob) -> Result<TransferReport, TransferError> {
+        let report = self.copy(job).await?;
+        if self.settings.delete_after_archive {
+            self.release_recording(job).await?;
+        }
+        Ok(report)
+    }
+
+    /// Copies one chunk's media and writes its record.
+    async fn copy(&self, job: &ChunkJob) -> Result<TransferReport, TransferError> {
         let started_at = self.clock.now();
         let started = Instant::now();
         let (media_url, metadata_url) = self.reader.locate(job)?;
@@ -298,9 +321,7 @@ impl Transfer {
         let names = job.blob_names(&self.template, format);
 
         if let Some(existing) = self.store.properties(&names.media).await? {
-            let complete = existing.meta(META_SIZE).and_then(|v| v.parse::<u64>().ok())
-                == Some(existing.content_length);
-            if !complete {
+            if !existing.is_complete() {
                 return Err(TransferError::Conflict {
                     blob: names.media,
                     size: existing.content_length,
@@ -650,6 +671,7 @@ mod tests {
             channel_type: None,
             format_type: format.map(str::to_string),
             source: ChunkSource::Preview,
+            siblings: Vec::new(),
         }
     }
 
@@ -659,6 +681,7 @@ mod tests {
         fail_after: Mutex<Option<u64>>,
         opens: Mutex<Vec<u64>>,
         content_type: Option<&'static str>,
+        deleted: Mutex<Vec<String>>,
     }
 
     impl FakeReader {
@@ -668,11 +691,21 @@ mod tests {
                 fail_after: Mutex::new(None),
                 opens: Mutex::default(),
                 content_type: None,
+                deleted: Mutex::default(),
             })
         }
     }
 
     impl ChunkReader for FakeReader {
+        fn delete<'a>(
+            &'a self,
+            _job: &'a ChunkJob,
+            url: &'a Url,
+        ) -> BoxFuture<'a, Result<(), TransferError>> {
+            self.deleted.lock().unwrap().push(url.to_string());
+            Box::pin(async { Ok(()) })
+        }
+
         fn locate(&self, _job: &ChunkJob) -> Result<(Url, Option<Url>), TransferError> {
             Ok((
                 Url::parse("https://x.asm.skype.com/media").unwrap(),
@@ -858,6 +891,7 @@ mod tests {
             parallel_blocks: 3,
             content_md5: true,
             sha256,
+            delete_after_archive: true,
         };
         Transfer::new(
             reader,
@@ -1016,6 +1050,53 @@ mod tests {
                 .unwrap()
                 .1,
             "audio/mpeg"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_recording_is_deleted_from_acs_only_when_every_chunk_is_archived() {
+        use crate::recording::SiblingChunk;
+        let store = Arc::new(FakeStore::default());
+        let reader = FakeReader::new(content(BLOCK + 3));
+        let t = transfer(reader.clone(), store.clone(), false);
+        let url = |i: u32| {
+            Url::parse(&format!(
+                "https://x.asm.skype.com/v1/objects/doc-{i}/content/deletedata"
+            ))
+            .unwrap()
+        };
+        let siblings: Vec<SiblingChunk> = (0..2)
+            .map(|i| SiblingChunk {
+                document_id: format!("doc-{i}"),
+                index: i,
+                delete: Some(url(i)),
+            })
+            .collect();
+        let mut first = job(Some("Mp4"));
+        first.document_id = "doc-0".into();
+        first.siblings = siblings.clone();
+        let second = first.for_sibling(&siblings[1]);
+
+        t.archive(&first).await.unwrap();
+        assert!(
+            reader.deleted.lock().unwrap().is_empty(),
+            "chunk 1 is not archived yet"
+        );
+        t.archive(&second).await.unwrap();
+        assert_eq!(
+            *reader.deleted.lock().unwrap(),
+            vec![url(0).to_string(), url(1).to_string()]
+        );
+
+        // A redelivery of an archived chunk deletes again: harmless, ACS answers success.
+        let mut without_set = first.clone();
+        without_set.document_id = "doc-9".into();
+        without_set.siblings.clear();
+        t.archive(&without_set).await.unwrap();
+        assert_eq!(
+            reader.deleted.lock().unwrap().len(),
+            2,
+            "no sibling list, no delete"
         );
     }
 }

@@ -195,3 +195,31 @@ pub async fn wait_until(limit: std::time::Duration, what: &str, mut check: impl 
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Checks every chunk's media blob against the emulator's source and its record blob.
+pub async fn assert_archived(emu: &AcsEmulator, container: &str, call: &str, documents: &[&str]) {
+    let blobs = list_blobs(container).await;
+    assert_eq!(
+        blobs.len(),
+        documents.len() * 2,
+        "one media and one record blob per chunk: {blobs:#?}"
+    );
+    for (i, doc) in documents.iter().enumerate() {
+        let name = format!("2026/11/24/{call}/{i:03}-{doc}.mp4");
+        let media = blobs
+            .iter()
+            .find(|b| b.name == name)
+            .unwrap_or_else(|| panic!("{name} missing: {blobs:#?}"));
+        assert_eq!(media.content_type, "video/mp4");
+        assert_eq!(
+            sha256(&read_blob(container, &name).await),
+            emu.expected_sha256(doc).unwrap(),
+            "{name} differs from the source"
+        );
+        let record: Value =
+            serde_json::from_slice(&read_blob(container, &format!("{name}.json")).await).unwrap();
+        assert_eq!(record["archive"]["sizeBytes"], media.size);
+        assert_eq!(record["archive"]["documentId"], *doc);
+        assert_eq!(record["acsMetadata"]["chunkDocumentId"], *doc, "{record}");
+    }
+}

@@ -1,0 +1,249 @@
+//! Queue mode as it runs under Azure Functions, through the repo's Functions host emulator:
+//! the host starts the real `handler` with the app's host.json and function.json files,
+//! forwards Event Grid's requests to `RecordingWebhook`, and runs the `RecordingTransfer`
+//! queue trigger from Azurite with the host's retry and poison rules.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use archiver_testkit::acs::{AcsEmulator, AcsEmulatorConfig, Fault as AcsFault, RecordingFormat};
+use archiver_testkit::host::{FunctionsHost, HostOptions};
+use archiver_testkit::proxy::{FaultProxy, RequestKind};
+use serde_json::{json, Value};
+use support::*;
+
+const MIB: u64 = 1024 * 1024;
+
+/// The app as `func start` would run it, with short retry intervals so tests are quick.
+async fn host(env: Vec<(String, String)>) -> FunctionsHost {
+    let mut settings = env;
+    settings.push(("FUNCTIONS_WORKER_RUNTIME".into(), "Custom".into()));
+    settings.push(("AzureWebJobsStorage".into(), azurite().connection_string()));
+    let options = HostOptions {
+        handler: Some(HANDLER.into()),
+        app_settings: settings,
+        max_polling_interval: Some(Duration::from_millis(200)),
+        visibility_timeout: Some(Duration::from_millis(500)),
+        ..HostOptions::default()
+    };
+    FunctionsHost::start_with(Path::new(env!("CARGO_MANIFEST_DIR")), options)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn deliver(host: &FunctionsHost, events: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(host.url("/api/RecordingWebhook?code=function-key"))
+        .header("Content-Type", "application/json")
+        .header("aeg-event-type", "Notification")
+        .body(events.to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+fn container(env: &[(String, String)]) -> String {
+    env.iter()
+        .find(|(k, _)| k == "RECORDINGS_CONTAINER")
+        .unwrap()
+        .1
+        .clone()
+}
+
+#[tokio::test]
+async fn webhook_enqueues_transfer_archives_and_the_recording_is_freed_in_acs() {
+    let emu = AcsEmulator::start(AcsEmulatorConfig::default())
+        .await
+        .unwrap();
+    let docs = ["0-wus-q1-aaaa", "0-wus-q1-bbbb", "0-wus-q1-cccc"];
+    for (doc, size) in docs.iter().zip([3 * MIB, MIB + 1, 1000]) {
+        emu.add_recording(doc, size, size, RecordingFormat::Mp4);
+    }
+    let mut env = handler_env(Some(&emu));
+    set(&mut env, "DELETE_AFTER_ARCHIVE", "true");
+    let host = host(env.clone()).await;
+    let (status, body) = deliver(
+        &host,
+        json!([ga_event(&emu, "evt-q1", "call-q1", &docs, "Mp4")]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["chunks"]["enqueued"], 3,
+        "the webhook only enqueues: {body}"
+    );
+    host.wait_until_idle(Duration::from_secs(60)).await.unwrap();
+    assert_archived(&emu, &container(&env), "call-q1", &docs).await;
+    let transfers: Vec<_> = host
+        .invocations()
+        .into_iter()
+        .filter(|i| i.function == "RecordingTransfer")
+        .collect();
+    assert_eq!(transfers.len(), 3, "one invocation per chunk, none retried");
+    for doc in docs {
+        assert!(
+            emu.is_deleted(doc),
+            "{doc} was freed in ACS once every chunk was archived"
+        );
+    }
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_handler_killed_mid_transfer_is_restarted_and_the_message_resumes() {
+    let emu = AcsEmulator::start(AcsEmulatorConfig::default())
+        .await
+        .unwrap();
+    let doc = "0-wus-q2-kill";
+    let total = 16 * MIB;
+    emu.add_recording(doc, total, 3, RecordingFormat::Mp4);
+    emu.push_faults(
+        doc,
+        vec![AcsFault::Trickle {
+            chunk: 128 * 1024,
+            interval: Duration::from_millis(15),
+        }],
+    );
+    let proxy = FaultProxy::start(&azurite().blob_endpoint()).await.unwrap();
+    let mut env = handler_env(Some(&emu));
+    let storage = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint={};QueueEndpoint={};",
+        archiver_testkit::azurite::ACCOUNT_KEY,
+        proxy.endpoint(),
+        azurite().queue_endpoint()
+    );
+    set(&mut env, "RECORDINGS_STORAGE", &storage);
+    set(&mut env, "TRANSFER_BLOCK_BYTES", "1048576");
+    set(&mut env, "TRANSFER_PARALLEL_BLOCKS", "2");
+    let host = host(env.clone()).await;
+    let (status, _) = deliver(
+        &host,
+        json!([ga_event(&emu, "evt-q2", "call-q2", &[doc], "Mp4")]),
+    )
+    .await;
+    assert_eq!(status, 200);
+    wait_until(Duration::from_secs(60), "five staged blocks", || {
+        proxy.count(RequestKind::PutBlock) >= 5
+    })
+    .await;
+    let first_worker = host.handler().unwrap().pid;
+    host.kill_handler();
+    let staged = proxy.count(RequestKind::PutBlock) as u64;
+    host.wait_until_idle(Duration::from_secs(90)).await.unwrap();
+    assert_ne!(
+        host.handler().unwrap().pid,
+        first_worker,
+        "the host started a new worker"
+    );
+    let transfers: Vec<_> = host
+        .invocations()
+        .into_iter()
+        .filter(|i| i.function == "RecordingTransfer")
+        .collect();
+    assert_eq!(
+        transfers.last().unwrap().dequeue_count,
+        Some(2),
+        "the message came back once: {transfers:#?}"
+    );
+
+    let name = format!("2026/11/24/call-q2/000-{doc}.mp4");
+    let container = container(&env);
+    let record: Value =
+        serde_json::from_slice(&read_blob(&container, &format!("{name}.json")).await).unwrap();
+    let resumed = record["archive"]["resumedFromByte"].as_u64().unwrap();
+    assert!(
+        resumed >= 3 * MIB,
+        "resumed after the staged blocks: {record}"
+    );
+    assert!(
+        (proxy.count(RequestKind::PutBlock) as u64) <= staged + (total - resumed) / MIB,
+        "staged blocks were not sent again"
+    );
+    assert_eq!(
+        sha256(&read_blob(&container, &name).await),
+        emu.expected_sha256(doc).unwrap()
+    );
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_that_can_never_succeed_ends_in_the_poison_queue_with_its_reason_logged() {
+    let emu = AcsEmulator::start(AcsEmulatorConfig::default())
+        .await
+        .unwrap();
+    // ACS answers 404 for a recording it does not have (deleted, or past retention).
+    let env = handler_env(Some(&emu));
+    let host = host(env).await;
+    let (status, _) = deliver(
+        &host,
+        json!([ga_event(
+            &emu,
+            "evt-q3",
+            "call-q3",
+            &["0-wus-q3-gone"],
+            "Mp4"
+        )]),
+    )
+    .await;
+    assert_eq!(status, 200, "the webhook cannot know yet; it enqueues");
+    host.wait_for("the poison move", Duration::from_secs(60), |h| {
+        !h.poison_moves().is_empty()
+    })
+    .await
+    .unwrap();
+    let moves = host.poison_moves();
+    assert_eq!(
+        moves[0].dequeue_count, 5,
+        "tried maxDequeueCount times: {moves:#?}"
+    );
+    assert!(moves[0].poison_queue.ends_with("-poison"));
+    let output = host.worker_output();
+    assert!(
+        output.contains("404") && output.contains("0-wus-q3-gone"),
+        "the reason is in the handler's log:\n{output}"
+    );
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_with_duplicate_events_gives_one_blob_per_chunk() {
+    let emu = AcsEmulator::start(AcsEmulatorConfig::default())
+        .await
+        .unwrap();
+    let docs = ["0-wus-q4-aaaa", "0-wus-q4-bbbb"];
+    for doc in docs {
+        emu.add_recording(doc, MIB / 2, 4, RecordingFormat::Mp4);
+    }
+    let env = handler_env(Some(&emu));
+    let host = host(env.clone()).await;
+    let event = ga_event(&emu, "evt-q4", "call-q4", &docs, "Mp4");
+    let mut redelivered = event.clone();
+    redelivered["id"] = json!("evt-q4-again");
+    let only_second = ga_event(&emu, "evt-q4-b", "call-q4", &docs[1..], "Mp4");
+    let batch = json!([
+        event.clone(),
+        event.clone(),
+        redelivered,
+        only_second,
+        event
+    ]);
+    let (status, body) = deliver(&host, batch).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["events"], 5);
+    assert_eq!(
+        body["chunks"]["enqueued"], 2,
+        "each chunk is handed over once per delivery: {body}"
+    );
+    // Event Grid redelivers the same batch (at least once).
+    deliver(
+        &host,
+        json!([ga_event(&emu, "evt-q4", "call-q4", &docs, "Mp4")]),
+    )
+    .await;
+    host.wait_until_idle(Duration::from_secs(60)).await.unwrap();
+    assert_archived(&emu, &container(&env), "call-q4", &docs).await;
+    host.stop().await;
+}
