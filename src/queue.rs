@@ -9,9 +9,10 @@ use url::Url;
 
 use crate::blob::client::Operation;
 use crate::blob::{BlobClient, BlobError, StorageAuth};
+use crate::config::MessageEncoding;
 use crate::disposition::Disposition;
 
-/// Largest message the service takes: 64 KiB of message text, after base64.
+/// Largest message the service takes: 64 KiB of message text, as encoded.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Why a message was not enqueued.
@@ -27,7 +28,7 @@ pub enum QueueError {
         source: BlobError,
     },
     /// The message is too large for a queue.
-    #[error("queue {queue}: message of {size} bytes (base64) is over the 64 KiB limit")]
+    #[error("queue {queue}: message of {size} bytes (encoded) is over the 64 KiB limit")]
     TooLarge {
         /// Queue name.
         queue: String,
@@ -51,6 +52,7 @@ impl QueueError {
 #[derive(Debug, Clone)]
 pub struct QueueClient {
     queue: String,
+    encoding: MessageEncoding,
     /// The Storage plumbing, pointed at the queue endpoint with the queue as its "container".
     storage: BlobClient,
 }
@@ -68,12 +70,19 @@ impl QueueClient {
         QueueClient {
             storage: BlobClient::new(http, endpoint, queue.clone(), auth),
             queue,
+            encoding: MessageEncoding::Base64,
         }
     }
 
     /// Uses another retry policy (tests shorten it).
     pub fn with_retry_policy(mut self, retry: crate::retry::RetryPolicy) -> Self {
         self.storage = self.storage.with_retry_policy(retry);
+        self
+    }
+
+    /// Writes message text this way (host.json `messageEncoding` must agree).
+    pub fn with_encoding(mut self, encoding: MessageEncoding) -> Self {
+        self.encoding = encoding;
         self
     }
 
@@ -98,19 +107,22 @@ impl QueueClient {
             .map_err(|source| self.error(source))
     }
 
-    /// Enqueues `text`, base64-encoded as a Functions queue trigger expects by default
-    /// (`messageEncoding: base64`). Creates the queue on first use. Returns the message id.
+    /// Enqueues `text`, encoded as the Functions queue trigger will read it (base64 by
+    /// default, or XML-escaped text with `messageEncoding: none`). Creates the queue on first
+    /// use. Returns the message id.
     pub async fn put_message(&self, text: &str) -> Result<String, QueueError> {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(text);
-        if encoded.len() > MAX_MESSAGE_BYTES {
+        let wire = match self.encoding {
+            MessageEncoding::Base64 => base64::engine::general_purpose::STANDARD.encode(text),
+            MessageEncoding::None => xml_escape(text),
+        };
+        if wire.len() > MAX_MESSAGE_BYTES {
             return Err(QueueError::TooLarge {
                 queue: self.queue.clone(),
-                size: encoded.len(),
+                size: wire.len(),
             });
         }
-        // Base64 holds no character that XML needs escaped.
         let body = Bytes::from(format!(
-            "<QueueMessage><MessageText>{encoded}</MessageText></QueueMessage>"
+            "<QueueMessage><MessageText>{wire}</MessageText></QueueMessage>"
         ));
         let send = || {
             self.storage.send_raw(
@@ -151,6 +163,22 @@ impl QueueClient {
     }
 }
 
+/// Escapes the five XML special characters.
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `<MessageId>` from a Put Message answer.
 fn message_id(body: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
@@ -168,5 +196,13 @@ mod tests {
         let body = b"<?xml version=\"1.0\" encoding=\"utf-8\"?><QueueMessagesList><QueueMessage><MessageId>a1b2</MessageId><InsertionTime>x</InsertionTime></QueueMessage></QueueMessagesList>";
         assert_eq!(message_id(body).as_deref(), Some("a1b2"));
         assert_eq!(message_id(b"<nope/>"), None);
+    }
+
+    #[test]
+    fn plain_text_messages_are_xml_escaped() {
+        assert_eq!(
+            xml_escape(r#"{"a":"<b>&'"}"#),
+            "{&quot;a&quot;:&quot;&lt;b&gt;&amp;&apos;&quot;}"
+        );
     }
 }

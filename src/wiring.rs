@@ -89,7 +89,11 @@ pub fn build_app(settings: &Settings, lookup: &impl Lookup) -> Result<App, Confi
         ArchiveMode::Queue => {
             let endpoint = storage.require_queue_endpoint()?.clone();
             let queue = QueueClient::new(http, endpoint, settings.transfer_queue.clone(), auth);
-            Arc::new(queue.with_retry_policy(ENQUEUE_RETRY))
+            Arc::new(
+                queue
+                    .with_retry_policy(ENQUEUE_RETRY)
+                    .with_encoding(settings.message_encoding),
+            )
         }
     };
     Ok(App::new(intake, transfer, settings.max_body_bytes))

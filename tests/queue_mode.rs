@@ -247,3 +247,84 @@ async fn a_batch_with_duplicate_events_gives_one_blob_per_chunk() {
     assert_archived(&emu, &container(&env), "call-q4", &docs).await;
     host.stop().await;
 }
+
+/// A copy of the app whose host.json reads queue messages as plain text.
+fn app_with_plain_messages() -> tempfile::TempDir {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut host_json: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("host.json")).unwrap()).unwrap();
+    host_json["extensions"]["queues"]["messageEncoding"] = json!("none");
+    std::fs::write(dir.path().join("host.json"), host_json.to_string()).unwrap();
+    for function in ["RecordingWebhook", "RecordingTransfer"] {
+        std::fs::create_dir(dir.path().join(function)).unwrap();
+        std::fs::copy(
+            root.join(function).join("function.json"),
+            dir.path().join(function).join("function.json"),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+#[tokio::test]
+async fn event_grid_can_write_straight_to_the_queue_with_plain_messages() {
+    use archiver_testkit::queue::{MessageEncoding, QueueClient};
+    let emu = AcsEmulator::start(AcsEmulatorConfig::default())
+        .await
+        .unwrap();
+    let docs = ["0-wus-q5-direct", "0-wus-q5-webhook"];
+    for doc in docs {
+        emu.add_recording(doc, MIB / 4, 8, RecordingFormat::Mp4);
+    }
+    let mut env = handler_env(Some(&emu));
+    set(&mut env, "TRANSFER_MESSAGE_ENCODING", "none");
+    let queue = env
+        .iter()
+        .find(|(k, _)| k == "TRANSFER_QUEUE")
+        .unwrap()
+        .1
+        .clone();
+    let app = app_with_plain_messages();
+    let mut settings = env.clone();
+    settings.push(("FUNCTIONS_WORKER_RUNTIME".into(), "Custom".into()));
+    settings.push(("AzureWebJobsStorage".into(), azurite().connection_string()));
+    let options = HostOptions {
+        handler: Some(HANDLER.into()),
+        app_settings: settings,
+        max_polling_interval: Some(Duration::from_millis(200)),
+        visibility_timeout: Some(Duration::from_millis(500)),
+        ..HostOptions::default()
+    };
+    let host = FunctionsHost::start_with(app.path(), options)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // An Event Grid subscription with a Storage Queue destination writes each event, in the
+    // Event Grid schema, as plain text: no webhook involved.
+    let direct = ga_event(&emu, "evt-q5-direct", "call-q5", &docs[..1], "Mp4");
+    let queues = QueueClient::from_connection_string(&azurite().connection_string()).unwrap();
+    queues
+        .put_message(&queue, &MessageEncoding::None.encode(&direct.to_string()))
+        .await
+        .unwrap();
+    // The webhook writes plain text too, as TRANSFER_MESSAGE_ENCODING says.
+    let (status, body) = deliver(
+        &host,
+        json!([ga_event(&emu, "evt-q5-hook", "call-q5b", &docs[1..], "Mp4")]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    host.wait_until_idle(Duration::from_secs(60)).await.unwrap();
+    assert!(host.poison_moves().is_empty(), "{:#?}", host.poison_moves());
+    assert_archived(&emu, &container(&env), "call-q5", &docs[..1]).await;
+    let blobs = list_blobs(&container(&env)).await;
+    assert!(
+        blobs
+            .iter()
+            .any(|b| b.name == format!("2026/11/24/call-q5b/000-{}.mp4", docs[1])),
+        "{blobs:#?}"
+    );
+    host.stop().await;
+}

@@ -26,6 +26,8 @@ pub const RECORDINGS_CONTAINER: &str = "RECORDINGS_CONTAINER";
 pub const ARCHIVE_MODE: &str = "ARCHIVE_MODE";
 /// Queue the webhook enqueues transfer jobs on.
 pub const TRANSFER_QUEUE: &str = "TRANSFER_QUEUE";
+/// How queue message text is encoded: must match host.json `messageEncoding`.
+pub const TRANSFER_MESSAGE_ENCODING: &str = "TRANSFER_MESSAGE_ENCODING";
 /// Largest webhook body accepted, in bytes.
 pub const WEBHOOK_MAX_BODY_BYTES: &str = "WEBHOOK_MAX_BODY_BYTES";
 /// Size of each staged block, in bytes.
@@ -234,6 +236,30 @@ impl FromStr for ArchiveMode {
     }
 }
 
+/// How the text of a transfer queue message is written. It must match host.json
+/// `extensions.queues.messageEncoding`, which the Functions host uses to read it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageEncoding {
+    /// Base64 of the UTF-8 text: the Functions default.
+    Base64,
+    /// The text itself (XML-escaped on the wire). Needed when an Event Grid subscription writes
+    /// events straight into the queue, since Event Grid does not base64 them.
+    None,
+}
+
+impl FromStr for MessageEncoding {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "base64" => Ok(MessageEncoding::Base64),
+            "none" => Ok(MessageEncoding::None),
+            other => Err(format!(
+                "expected `base64` or `none` (as host.json messageEncoding), got `{other}`"
+            )),
+        }
+    }
+}
+
 /// One `host[:port]` from `ACS_EXTRA_ALLOWED_HOSTS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowedHost {
@@ -258,6 +284,8 @@ pub struct Settings {
     pub archive_mode: ArchiveMode,
     /// `TRANSFER_QUEUE`.
     pub transfer_queue: String,
+    /// `TRANSFER_MESSAGE_ENCODING`.
+    pub message_encoding: MessageEncoding,
     /// `ACS_EXTRA_ALLOWED_HOSTS`: extra download hosts, for local emulators only.
     pub extra_allowed_hosts: Vec<AllowedHost>,
     /// `WEBHOOK_MAX_BODY_BYTES`.
@@ -286,6 +314,12 @@ impl Settings {
                     .map_err(|e: String| ConfigError::malformed(ARCHIVE_MODE, e))?,
             },
             transfer_queue: parse_queue_name(lookup)?,
+            message_encoding: match lookup.get(TRANSFER_MESSAGE_ENCODING) {
+                None => MessageEncoding::Base64,
+                Some(v) => v
+                    .parse()
+                    .map_err(|e: String| ConfigError::malformed(TRANSFER_MESSAGE_ENCODING, e))?,
+            },
             extra_allowed_hosts: parse_allowed_hosts(lookup)?,
             max_body_bytes: parse_opt(lookup, WEBHOOK_MAX_BODY_BYTES, "a byte count", |v| {
                 v.parse::<usize>().ok().filter(|n| *n >= 1024)
@@ -441,6 +475,7 @@ mod tests {
             (TRANSFER_BLOCK_BYTES, "1024"),
             (TRANSFER_PARALLEL_BLOCKS, "0"),
             (TRANSFER_CONTENT_MD5, "maybe"),
+            (TRANSFER_MESSAGE_ENCODING, "rot13"),
             ("ACS_EXTRA_ALLOWED_HOSTS", "http://127.0.0.1:80"),
         ] {
             let err = Settings::load(&lookup(&[(name, value)])).unwrap_err();

@@ -198,11 +198,16 @@ pub async fn wait_until(limit: std::time::Duration, what: &str, mut check: impl 
 
 /// Checks every chunk's media blob against the emulator's source and its record blob.
 pub async fn assert_archived(emu: &AcsEmulator, container: &str, call: &str, documents: &[&str]) {
-    let blobs = list_blobs(container).await;
+    let folder = format!("2026/11/24/{call}/");
+    let blobs: Vec<ListedBlob> = list_blobs(container)
+        .await
+        .into_iter()
+        .filter(|b| b.name.starts_with(&folder))
+        .collect();
     assert_eq!(
         blobs.len(),
         documents.len() * 2,
-        "one media and one record blob per chunk: {blobs:#?}"
+        "one media and one record blob per chunk in {folder}: {blobs:#?}"
     );
     for (i, doc) in documents.iter().enumerate() {
         let name = format!("2026/11/24/{call}/{i:03}-{doc}.mp4");
