@@ -328,3 +328,36 @@ async fn event_grid_can_write_straight_to_the_queue_with_plain_messages() {
     );
     host.stop().await;
 }
+
+#[tokio::test]
+async fn when_the_queue_service_is_down_the_webhook_answers_503_through_the_host() {
+    let dead = archiver_testkit::host::free_port();
+    let storage = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint=http://127.0.0.1:{dead}/devstoreaccount1;QueueEndpoint=http://127.0.0.1:{dead}/devstoreaccount1;",
+        archiver_testkit::azurite::ACCOUNT_KEY
+    );
+    let mut env = handler_env(None);
+    set(&mut env, "RECORDINGS_STORAGE", &storage);
+    env.push(("FUNCTIONS_WORKER_RUNTIME".into(), "Custom".into()));
+    env.push(("AzureWebJobsStorage".into(), azurite().connection_string()));
+    let options = HostOptions {
+        handler: Some(HANDLER.into()),
+        app_settings: env,
+        // The trigger's own queue is down too; the host keeps polling it and logging.
+        create_queues: false,
+        ..HostOptions::default()
+    };
+    let host = FunctionsHost::start_with(Path::new(env!("CARGO_MANIFEST_DIR")), options)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (status, body) = deliver(
+        &host,
+        serde_json::from_str(&fixture("recording_ga_three_chunks.json")).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        status, 503,
+        "nothing is acknowledged that was not enqueued: {body}"
+    );
+    host.stop().await;
+}

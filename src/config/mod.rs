@@ -506,6 +506,27 @@ mod tests {
     }
 
     #[test]
+    fn settings_debug_never_shows_a_secret() {
+        let key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+        let acs_key = "c2VjcmV0LWFjcy1rZXk=";
+        for storage in [
+            format!("DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={key};EndpointSuffix=core.windows.net"),
+            "https://acct.blob.core.windows.net/recordings?sv=2021-08-06&sr=c&sp=rcw&se=2030-01-01&sig=c2lnbmF0dXJlLXNlY3JldA%3D%3D".to_string(),
+        ] {
+            let s = Settings::load(&lookup(&[
+                (RECORDINGS_STORAGE, &storage),
+                ("ACS_CONNECTION_STRING", &format!("endpoint=https://contoso.communication.azure.com/;accesskey={acs_key}")),
+            ]))
+            .unwrap();
+            let shown = format!("{s:?}");
+            for secret in [key, acs_key, "c2lnbmF0dXJlLXNlY3JldA"] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+            assert!(shown.contains("contoso.communication.azure.com"), "non-secret parts still show: {shown}");
+        }
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         let s = Secret::new("hunter2".to_string());
         assert_eq!(format!("{s:?} {s}"), "*** ***");
