@@ -149,12 +149,7 @@ async fn a_transfer_killed_midway_resumes_without_resending_staged_blocks() {
     );
     let proxy = FaultProxy::start(&azurite().blob_endpoint()).await.unwrap();
     let mut env = handler_env(Some(&emu));
-    let storage = format!(
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint={};QueueEndpoint={};",
-        archiver_testkit::azurite::ACCOUNT_KEY,
-        proxy.endpoint(),
-        azurite().queue_endpoint()
-    );
+    let storage = storage_at(&proxy.endpoint(), &azurite().queue_endpoint());
     set(&mut env, "RECORDINGS_STORAGE", &storage);
     set(&mut env, "TRANSFER_BLOCK_BYTES", "1048576");
     set(&mut env, "TRANSFER_PARALLEL_BLOCKS", "2");
@@ -232,12 +227,7 @@ async fn a_blob_service_503_is_retried_and_the_archive_completes() {
     proxy.inject(Fault::status(RequestKind::PutBlock, 2, 503).with_retry_after(0));
     proxy.inject(Fault::status(RequestKind::PutBlockList, 1, 503));
     let mut env = handler_env(Some(&emu));
-    let storage = format!(
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint={};QueueEndpoint={};",
-        archiver_testkit::azurite::ACCOUNT_KEY,
-        proxy.endpoint(),
-        azurite().queue_endpoint()
-    );
+    let storage = storage_at(&proxy.endpoint(), &azurite().queue_endpoint());
     set(&mut env, "RECORDINGS_STORAGE", &storage);
     set(&mut env, "ARCHIVE_MODE", "inline");
     let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))

@@ -18,6 +18,11 @@ const MIB: u64 = 1024 * 1024;
 
 /// The app as `func start` would run it, with short retry intervals so tests are quick.
 async fn host(env: Vec<(String, String)>) -> FunctionsHost {
+    host_at(Path::new(env!("CARGO_MANIFEST_DIR")), env).await
+}
+
+/// The app at `root` (host.json and the function folders), with these settings.
+async fn host_at(root: &Path, env: Vec<(String, String)>) -> FunctionsHost {
     let mut settings = env;
     settings.push(("FUNCTIONS_WORKER_RUNTIME".into(), "Custom".into()));
     settings.push(("AzureWebJobsStorage".into(), azurite().connection_string()));
@@ -28,7 +33,7 @@ async fn host(env: Vec<(String, String)>) -> FunctionsHost {
         visibility_timeout: Some(Duration::from_millis(500)),
         ..HostOptions::default()
     };
-    FunctionsHost::start_with(Path::new(env!("CARGO_MANIFEST_DIR")), options)
+    FunctionsHost::start_with(root, options)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -109,12 +114,7 @@ async fn a_handler_killed_mid_transfer_is_restarted_and_the_message_resumes() {
     );
     let proxy = FaultProxy::start(&azurite().blob_endpoint()).await.unwrap();
     let mut env = handler_env(Some(&emu));
-    let storage = format!(
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint={};QueueEndpoint={};",
-        archiver_testkit::azurite::ACCOUNT_KEY,
-        proxy.endpoint(),
-        azurite().queue_endpoint()
-    );
+    let storage = storage_at(&proxy.endpoint(), &azurite().queue_endpoint());
     set(&mut env, "RECORDINGS_STORAGE", &storage);
     set(&mut env, "TRANSFER_BLOCK_BYTES", "1048576");
     set(&mut env, "TRANSFER_PARALLEL_BLOCKS", "2");
@@ -286,19 +286,7 @@ async fn event_grid_can_write_straight_to_the_queue_with_plain_messages() {
         .1
         .clone();
     let app = app_with_plain_messages();
-    let mut settings = env.clone();
-    settings.push(("FUNCTIONS_WORKER_RUNTIME".into(), "Custom".into()));
-    settings.push(("AzureWebJobsStorage".into(), azurite().connection_string()));
-    let options = HostOptions {
-        handler: Some(HANDLER.into()),
-        app_settings: settings,
-        max_polling_interval: Some(Duration::from_millis(200)),
-        visibility_timeout: Some(Duration::from_millis(500)),
-        ..HostOptions::default()
-    };
-    let host = FunctionsHost::start_with(app.path(), options)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let host = host_at(app.path(), env.clone()).await;
 
     // An Event Grid subscription with a Storage Queue destination writes each event, in the
     // Event Grid schema, as plain text: no webhook involved.
@@ -331,11 +319,7 @@ async fn event_grid_can_write_straight_to_the_queue_with_plain_messages() {
 
 #[tokio::test]
 async fn when_the_queue_service_is_down_the_webhook_answers_503_through_the_host() {
-    let dead = archiver_testkit::host::free_port();
-    let storage = format!(
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint=http://127.0.0.1:{dead}/devstoreaccount1;QueueEndpoint=http://127.0.0.1:{dead}/devstoreaccount1;",
-        archiver_testkit::azurite::ACCOUNT_KEY
-    );
+    let storage = storage_down();
     let mut env = handler_env(None);
     set(&mut env, "RECORDINGS_STORAGE", &storage);
     env.push(("FUNCTIONS_WORKER_RUNTIME".into(), "Custom".into()));

@@ -447,9 +447,8 @@ async fn wait_for_log(h: &HandlerProcess, needle: &str) {
 
 #[tokio::test]
 async fn enqueue_failure_answers_503_so_event_grid_retries() {
-    // A queue service that is down: nothing listens on this port.
-    let dead = archiver_testkit::host::free_port();
-    let conn = format!("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={ACCOUNT_KEY};BlobEndpoint=http://127.0.0.1:{dead}/devstoreaccount1;QueueEndpoint=http://127.0.0.1:{dead}/devstoreaccount1;");
+    // A queue service that is down: nothing listens on its port.
+    let conn = support::storage_down();
     let h = handler_with(&[("RECORDINGS_STORAGE", &conn)]).await;
     let (status, body) = post(
         &h,

@@ -56,6 +56,24 @@ pub fn handler_env(acs: Option<&AcsEmulator>) -> Vec<(String, String)> {
     env
 }
 
+/// A connection string for Azurite's account with the given Blob and Queue endpoints (a fault
+/// proxy in front of Azurite, or a port where nothing listens).
+pub fn storage_at(blob_endpoint: &str, queue_endpoint: &str) -> String {
+    format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint={blob_endpoint};QueueEndpoint={queue_endpoint};",
+        archiver_testkit::azurite::ACCOUNT_KEY
+    )
+}
+
+/// A storage connection string whose services are down: nothing listens on its port.
+pub fn storage_down() -> String {
+    let dead = format!(
+        "http://127.0.0.1:{}/devstoreaccount1",
+        archiver_testkit::host::free_port()
+    );
+    storage_at(&dead, &dead)
+}
+
 /// Replaces or adds `name` in `env`.
 pub fn set(env: &mut Vec<(String, String)>, name: &str, value: &str) {
     env.retain(|(k, _)| k != name);
