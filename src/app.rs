@@ -15,6 +15,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use http::{HeaderMap, Method};
@@ -247,6 +248,16 @@ impl App {
         triage.answer(delivery.len(), outcomes, failures)
     }
 
+    /// Archives every chunk a transfer message names (see [`parse_transfer_message`]); an
+    /// error when the message can never be processed.
+    pub async fn archive_message(
+        &self,
+        text: &str,
+    ) -> Result<(Vec<ArchiveOutcome>, Vec<(ChunkJob, ArchiveError)>), String> {
+        let jobs = parse_transfer_message(text)?;
+        Ok(submit(self.transfer.as_ref(), jobs, self.submit_concurrency).await)
+    }
+
     /// Handles one `RecordingTransfer` invocation (a queue message). Any failure answers 500,
     /// which fails the invocation: the host makes the message visible again after its
     /// `visibilityTimeout` and, after `maxDequeueCount` tries, moves it to `<queue>-poison`.
@@ -264,20 +275,18 @@ impl App {
         };
         let dequeue_count = invocation.dequeue_count().unwrap_or(1);
         let message_id = invocation.message_id().unwrap_or_else(|| "-".into());
-        let jobs = invocation
-            .trigger_text(TRANSFER_BINDING)
-            .map_err(|e| e.to_string())
-            .and_then(|text| parse_transfer_message(&text));
-        let jobs = match jobs {
-            Ok(jobs) => jobs,
+        let archived = match invocation.trigger_text(TRANSFER_BINDING) {
+            Ok(text) => self.archive_message(&text).await,
+            Err(e) => Err(e.to_string()),
+        };
+        let (outcomes, failures) = match archived {
+            Ok(results) => results,
             Err(reason) => {
                 tracing::error!(message_id = %message_id, dequeue_count, reason = %reason, "transfer message can never be processed; it will end in the poison queue");
                 response.logs.push(format!("permanent: {reason}"));
                 return (500, response);
             }
         };
-        let (outcomes, failures) =
-            submit(self.transfer.as_ref(), jobs, self.submit_concurrency).await;
         for o in &outcomes {
             response.logs.push(format!("{o:?}"));
         }
@@ -338,8 +347,15 @@ async fn submit(
 /// the queue with `messageEncoding: none`. Events of other types give no jobs. An error says
 /// why the message can never be processed.
 pub fn parse_transfer_message(text: &str) -> Result<Vec<ChunkJob>, String> {
-    let value: Value =
-        serde_json::from_str(text.trim()).map_err(|e| format!("message is not JSON: {e}"))?;
+    let value: Value = match serde_json::from_str(text.trim()) {
+        Ok(v) => v,
+        // Base64 text, as the host keeps it in the poison queue (replayed by hand).
+        Err(e) => base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .ok()
+            .and_then(|raw| serde_json::from_slice(&raw).ok())
+            .ok_or_else(|| format!("message is not JSON: {e}"))?,
+    };
     let items = match value {
         Value::Array(items) => items,
         other => vec![other],
@@ -558,6 +574,12 @@ mod tests {
         assert_eq!(parse_transfer_message(&one).unwrap(), vec![jobs[1].clone()]);
         let ce = include_str!("../tests/data/recording_ga_cloudevent.json");
         assert_eq!(parse_transfer_message(ce).unwrap().len(), 1);
+        let poisoned = base64::engine::general_purpose::STANDARD.encode(ce);
+        assert_eq!(
+            parse_transfer_message(&poisoned).unwrap().len(),
+            1,
+            "base64, as in the poison queue"
+        );
         let other = include_str!("../tests/data/other_event_type.json");
         assert_eq!(parse_transfer_message(other).unwrap(), vec![]);
     }

@@ -29,9 +29,21 @@ pub const ENQUEUE_RETRY: RetryPolicy = RetryPolicy {
 /// The resource Storage tokens are asked for.
 pub const STORAGE_RESOURCE: &str = "https://storage.azure.com/";
 
-/// Builds the app. Fails, naming the setting, when something the configured mode needs is
-/// missing; `lookup` supplies the platform's managed-identity variables.
-pub fn build_app(settings: &Settings, lookup: &impl Lookup) -> Result<App, ConfigError> {
+/// The remote clients, built from settings.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// ACS recording downloads.
+    pub acs: AcsClient,
+    /// The recordings container.
+    pub blob: BlobClient,
+    /// The transfer queue; `None` when the settings name no queue endpoint (a container SAS
+    /// URL, or identity settings without `__queueServiceUri`).
+    pub queue: Option<QueueClient>,
+}
+
+/// Builds the clients. Fails, naming the setting, when ACS or storage settings are missing;
+/// `lookup` supplies the platform's managed-identity variables.
+pub fn build_clients(settings: &Settings, lookup: &impl Lookup) -> Result<Clients, ConfigError> {
     let acs_settings = settings.acs.clone().ok_or_else(|| {
         ConfigError::missing(ACS_CONNECTION_STRING, "the Communication Services connection string (endpoint=...;accesskey=...), or ACS_ENDPOINT with ACS_CREDENTIAL=managedidentity")
     })?;
@@ -68,7 +80,11 @@ pub fn build_app(settings: &Settings, lookup: &impl Lookup) -> Result<App, Confi
         settings.container.clone(),
         auth.clone(),
     );
-
+    let queue = storage.queue_endpoint.clone().map(|endpoint| {
+        QueueClient::new(http, endpoint, settings.transfer_queue.clone(), auth)
+            .with_retry_policy(ENQUEUE_RETRY)
+            .with_encoding(settings.message_encoding)
+    });
     let acs_http = acs::http_client().map_err(|e| {
         ConfigError::malformed(
             ACS_CONNECTION_STRING,
@@ -76,24 +92,34 @@ pub fn build_app(settings: &Settings, lookup: &impl Lookup) -> Result<App, Confi
         )
     })?;
     let acs = AcsClient::new(acs_http, acs_settings, settings.extra_allowed_hosts.clone());
+    Ok(Clients { acs, blob, queue })
+}
 
+/// Builds the app. Fails, naming the setting, when something the configured mode needs is
+/// missing; `lookup` supplies the platform's managed-identity variables.
+pub fn build_app(settings: &Settings, lookup: &impl Lookup) -> Result<App, ConfigError> {
+    let clients = build_clients(settings, lookup)?;
     let transfer: Arc<Transfer> = Arc::new(Transfer::new(
-        Arc::new(AcsChunkReader::new(acs)),
-        Arc::new(BlobBlockStore::new(blob)),
+        Arc::new(AcsChunkReader::new(clients.acs)),
+        Arc::new(BlobBlockStore::new(clients.blob)),
         settings.transfer,
         settings.blob_name_template.clone(),
         Arc::new(SystemClock),
     ));
-    let intake: Arc<dyn ChunkArchiver> = match settings.archive_mode {
-        ArchiveMode::Inline => transfer.clone(),
-        ArchiveMode::Queue => {
-            let endpoint = storage.require_queue_endpoint()?.clone();
-            let queue = QueueClient::new(http, endpoint, settings.transfer_queue.clone(), auth);
-            Arc::new(
-                queue
-                    .with_retry_policy(ENQUEUE_RETRY)
-                    .with_encoding(settings.message_encoding),
-            )
+    let intake: Arc<dyn ChunkArchiver> = match (settings.archive_mode, clients.queue) {
+        (ArchiveMode::Inline, _) => transfer.clone(),
+        (ArchiveMode::Queue, Some(queue)) => Arc::new(queue),
+        (ArchiveMode::Queue, None) => {
+            // Names the missing queue setting.
+            settings
+                .storage
+                .as_ref()
+                .map(|s| s.require_queue_endpoint())
+                .transpose()?;
+            return Err(ConfigError::missing(
+                RECORDINGS_STORAGE,
+                "a queue endpoint for ARCHIVE_MODE=queue",
+            ));
         }
     };
     Ok(App::new(intake, transfer, settings.max_body_bytes))
