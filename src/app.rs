@@ -23,7 +23,6 @@ use serde_json::{json, Value};
 
 use crate::disposition::Disposition;
 use crate::eventgrid::{self, DeliveryError, EventKind};
-use crate::host::invocation::{Invocation, InvocationResponse};
 use crate::identity::BoxFuture;
 use crate::queue::QueueClient;
 use crate::recording::{self, ChunkJob, EventContext};
@@ -174,9 +173,6 @@ impl WebhookResponse {
 /// this bounds the connections and memory one delivery can take.
 pub const DEFAULT_SUBMIT_CONCURRENCY: usize = 16;
 
-/// The binding name of the `RecordingTransfer` queue trigger (RecordingTransfer/function.json).
-pub const TRANSFER_BINDING: &str = "job";
-
 /// The application: settings-derived limits plus the two archivers.
 #[derive(Clone)]
 pub struct App {
@@ -258,56 +254,65 @@ impl App {
         Ok(submit(self.transfer.as_ref(), jobs, self.submit_concurrency).await)
     }
 
-    /// Handles one `RecordingTransfer` invocation (a queue message). Any failure answers 500,
-    /// which fails the invocation: the host makes the message visible again after its
-    /// `visibilityTimeout` and, after `maxDequeueCount` tries, moves it to `<queue>-poison`.
-    /// That holds for permanent errors too, which are logged loudly on every try: a message
-    /// is never deleted unless its chunks are archived.
-    pub async fn handle_transfer(&self, body: &[u8]) -> (u16, InvocationResponse) {
-        let mut response = InvocationResponse::default();
-        let invocation = match Invocation::parse(body) {
-            Ok(i) => i,
-            Err(e) => {
-                tracing::error!(error = %e, "RecordingTransfer invocation is malformed");
-                response.logs.push(e.to_string());
-                return (400, response);
-            }
+    /// Handles one transfer queue message (`message_id` and `dequeue_count` are for the log).
+    /// The answer is a success only when every chunk is archived: on any failure the queue
+    /// must keep the message, retry it, and finally move it to the poison queue. That holds
+    /// for permanent errors too, which are logged loudly on every try: a message is never
+    /// dropped unless its chunks are archived.
+    pub async fn handle_transfer_message(
+        &self,
+        text: &str,
+        message_id: &str,
+        dequeue_count: u64,
+    ) -> TransferAnswer {
+        let mut answer = TransferAnswer {
+            archived: false,
+            logs: Vec::new(),
         };
-        let dequeue_count = invocation.dequeue_count().unwrap_or(1);
-        let message_id = invocation.message_id().unwrap_or_else(|| "-".into());
-        let archived = match invocation.trigger_text(TRANSFER_BINDING) {
-            Ok(text) => self.archive_message(&text).await,
-            Err(e) => Err(e.to_string()),
-        };
-        let (outcomes, failures) = match archived {
+        let (outcomes, failures) = match self.archive_message(text).await {
             Ok(results) => results,
             Err(reason) => {
-                tracing::error!(message_id = %message_id, dequeue_count, reason = %reason, "transfer message can never be processed; it will end in the poison queue");
-                response.logs.push(format!("permanent: {reason}"));
-                return (500, response);
+                tracing::error!(message_id, dequeue_count, reason = %reason, "transfer message can never be processed; it will end in the poison queue");
+                answer.logs.push(format!("permanent: {reason}"));
+                return answer;
             }
         };
-        for o in &outcomes {
-            response.logs.push(format!("{o:?}"));
-        }
-        if failures.is_empty() {
-            tracing::info!(message_id = %message_id, chunks = outcomes.len(), "transfer message done");
-            return (200, response);
-        }
+        answer
+            .logs
+            .extend(outcomes.iter().map(|o| format!("{o:?}")));
         for (job, e) in &failures {
             let kind = if e.disposition == Disposition::Drop {
                 "permanent"
             } else {
                 "transient"
             };
-            response.logs.push(format!(
+            answer.logs.push(format!(
                 "{kind}: chunk {} ({}): {}",
                 job.index, job.document_id, e.message
             ));
         }
-        tracing::warn!(message_id = %message_id, dequeue_count, failed = failures.len(), "transfer message failed; the host will retry it");
-        (500, response)
+        answer.archived = failures.is_empty();
+        if answer.archived {
+            tracing::info!(message_id, chunks = outcomes.len(), "transfer message done");
+        } else {
+            tracing::warn!(
+                message_id,
+                dequeue_count,
+                failed = failures.len(),
+                "transfer message failed; it will be tried again"
+            );
+        }
+        answer
     }
+}
+
+/// The result of one transfer queue message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferAnswer {
+    /// Every chunk is archived: the message may be deleted.
+    pub archived: bool,
+    /// One line per chunk (or the reason the message is unusable), for the host's log.
+    pub logs: Vec<String>,
 }
 
 /// Hands every job to `archiver`, `concurrency` at a time, and sorts the results.

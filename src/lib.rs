@@ -19,11 +19,12 @@
 //! | [`queue`] | Queue REST Put Message, for queue mode (shares the Blob plumbing) |
 //! | [`transfer`] | one chunk from ACS into blocks and a create-only commit: exactly once, resumable, bounded memory |
 //! | [`eventgrid`] | Event Grid and CloudEvents delivery schemas, handshakes, classification (pure) |
-//! | [`app`] | what one webhook delivery does, and the [`app::ChunkArchiver`] seam |
+//! | [`app`] | what one webhook delivery or one queued transfer message does and answers; the [`app::ChunkArchiver`] seam |
 //! | [`wiring`] | builds the app from settings once at start-up: clients, credentials, archivers |
-//! | [`host`] | the Azure Functions custom-handler front end (warp routes) |
+//! | [`host`] | the front ends: Azure Functions custom handler (warp routes, invocation envelope), AWS Lambda |
 //!
-//! The binaries in `src/bin/` only read settings, build the app and serve it.
+//! The binaries in `src/bin/` only read settings, build the app and serve it: `handler` (Azure
+//! Functions), `lambda` (AWS Lambda), `archiver` (the operator's check and replay tool).
 
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]

@@ -17,7 +17,7 @@ use warp::Filter;
 
 use crate::app::{App, WebhookRequest, WebhookResponse};
 use crate::eventgrid::DeliveryError;
-use crate::host::invocation::InvocationResponse;
+use crate::host::invocation::{Invocation, InvocationResponse};
 
 /// The route the host forwards `RecordingWebhook` requests to (`routePrefix` "api").
 pub const WEBHOOK_PATH: &str = "/api/recordingwebhook";
@@ -115,7 +115,7 @@ where
         }
         TRANSFER_PATH if method == Method::POST => {
             let (status, reply) = match read_body(&headers, body, MAX_INVOCATION_BYTES).await {
-                Ok(body) => app.handle_transfer(&body).await,
+                Ok(body) => invoke_transfer(&app, &body).await,
                 Err(e) => (
                     e.status(),
                     InvocationResponse {
@@ -137,6 +137,53 @@ where
     };
     tracing::info!(status = response.status, "answered");
     to_http(response)
+}
+
+/// The binding name of the `RecordingTransfer` queue trigger (RecordingTransfer/function.json).
+pub const TRANSFER_BINDING: &str = "job";
+
+/// One `RecordingTransfer` invocation: the envelope in, the envelope out. A failed transfer
+/// answers 500, which fails the invocation: the host makes the message visible again after
+/// `visibilityTimeout` and, after `maxDequeueCount` tries, moves it to `<queue>-poison`.
+async fn invoke_transfer(app: &App, body: &[u8]) -> (u16, InvocationResponse) {
+    let invocation = match Invocation::parse(body) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "RecordingTransfer invocation is malformed");
+            return (
+                400,
+                InvocationResponse {
+                    logs: vec![e.to_string()],
+                    ..Default::default()
+                },
+            );
+        }
+    };
+    let text = match invocation.trigger_text(TRANSFER_BINDING) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "RecordingTransfer invocation has no message");
+            return (
+                400,
+                InvocationResponse {
+                    logs: vec![e.to_string()],
+                    ..Default::default()
+                },
+            );
+        }
+    };
+    let message_id = invocation.message_id().unwrap_or_else(|| "-".into());
+    let answer = app
+        .handle_transfer_message(&text, &message_id, invocation.dequeue_count().unwrap_or(1))
+        .await;
+    let status = if answer.archived { 200 } else { 500 };
+    (
+        status,
+        InvocationResponse {
+            logs: answer.logs,
+            ..Default::default()
+        },
+    )
 }
 
 /// Reads the body, refusing it as soon as it is known to exceed `limit` (from Content-Length,
