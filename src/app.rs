@@ -280,16 +280,14 @@ impl App {
         answer
             .logs
             .extend(outcomes.iter().map(|o| format!("{o:?}")));
-        for (job, e) in &failures {
+        for (_, e) in &failures {
             let kind = if e.disposition == Disposition::Drop {
                 "permanent"
             } else {
                 "transient"
             };
-            answer.logs.push(format!(
-                "{kind}: chunk {} ({}): {}",
-                job.index, job.document_id, e.message
-            ));
+            // The message already names the chunk (or its blob, which holds the document id).
+            answer.logs.push(format!("{kind}: {}", e.message));
         }
         answer.archived = failures.is_empty();
         if answer.archived {
