@@ -398,6 +398,56 @@ impl AcsEmulator {
         )
     }
 
+    /// A GA `RecordingFileStatusUpdated` event (Event Grid schema) whose chunks are the given
+    /// recordings of this emulator, in order, as ACS would publish it for a recording that
+    /// started at `started`.
+    pub fn ga_event(
+        &self,
+        event_id: &str,
+        call_id: &str,
+        documents: &[&str],
+        format: RecordingFormat,
+        started: SystemTime,
+    ) -> serde_json::Value {
+        let chunks: Vec<serde_json::Value> = documents
+            .iter()
+            .enumerate()
+            .map(|(i, doc)| {
+                serde_json::json!({
+                    "documentId": doc,
+                    "index": i,
+                    "endReason": if i + 1 == documents.len() { "SessionEnded" } else { "ChunkMaximumSizeExceeded" },
+                    "contentLocation": self.content_url(doc),
+                    "metadataLocation": self.metadata_url(doc),
+                    "deleteLocation": self.delete_url(doc),
+                })
+            })
+            .collect();
+        let rfc3339 = |t: SystemTime| {
+            time::OffsetDateTime::from(t)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        };
+        serde_json::json!({
+            "id": event_id,
+            "topic": "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/emulated/providers/microsoft.communication/communicationservices/emulated",
+            "subject": format!("/recording/call/{call_id}/serverCallId/server-{call_id}"),
+            "data": {
+                "recordingStorageInfo": {"recordingChunks": chunks},
+                "recordingStartTime": rfc3339(started),
+                "recordingDurationMs": 60000,
+                "sessionEndReason": "CallEnded",
+                "recordingContentType": if format == RecordingFormat::Mp4 { "AudioVideo" } else { "Audio" },
+                "recordingChannelType": "Mixed",
+                "recordingFormatType": format!("{format:?}"),
+            },
+            "eventType": "Microsoft.Communication.RecordingFileStatusUpdated",
+            "dataVersion": "1.0",
+            "metadataVersion": "1",
+            "eventTime": rfc3339(started + Duration::from_secs(60)),
+        })
+    }
+
     /// Queues faults for a recording; each authenticated request for it uses up the next one.
     pub fn push_faults(&self, document_id: &str, faults: Vec<Fault>) {
         lock(&self.state.faults)

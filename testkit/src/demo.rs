@@ -552,7 +552,14 @@ async fn exercise(
 
     let call_id = format!("demo-call-{}", unique_stamp());
     let doc_refs: Vec<&str> = documents.iter().map(String::as_str).collect();
-    let event = recording_event(acs, &format!("evt-{call_id}"), &call_id, &doc_refs, FORMAT);
+    let started = SystemTime::now() - Duration::from_secs(60);
+    let event = acs.ga_event(
+        &format!("evt-{call_id}"),
+        &call_id,
+        &doc_refs,
+        FORMAT,
+        started,
+    );
     let accepted = Instant::now();
     let (status, body) = post_event(&http, &webhook, "Notification", &json!([event]))
         .await
@@ -969,50 +976,6 @@ pub fn parse_blob_list(xml: &str) -> Vec<ListedBlob> {
             content_type: tag(b, "Content-Type"),
         })
         .collect()
-}
-
-/// A GA `RecordingFileStatusUpdated` event (Event Grid schema) whose chunks are the given
-/// emulator recordings, in order, recorded just now.
-pub fn recording_event(
-    acs: &AcsEmulator,
-    event_id: &str,
-    call_id: &str,
-    documents: &[&str],
-    format: RecordingFormat,
-) -> Value {
-    let chunks: Vec<Value> = documents
-        .iter()
-        .enumerate()
-        .map(|(i, doc)| {
-            json!({
-                "documentId": doc,
-                "index": i,
-                "endReason": if i + 1 == documents.len() { "SessionEnded" } else { "ChunkMaximumSizeExceeded" },
-                "contentLocation": acs.content_url(doc),
-                "metadataLocation": acs.metadata_url(doc),
-                "deleteLocation": acs.delete_url(doc),
-            })
-        })
-        .collect();
-    let now = SystemTime::now();
-    json!({
-        "id": event_id,
-        "topic": "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/local-demo/providers/microsoft.communication/communicationservices/emulated",
-        "subject": format!("/recording/call/{call_id}/serverCallId/server-{call_id}"),
-        "data": {
-            "recordingStorageInfo": {"recordingChunks": chunks},
-            "recordingStartTime": rfc3339(now - Duration::from_secs(60)),
-            "recordingDurationMs": 60000,
-            "sessionEndReason": "CallEnded",
-            "recordingContentType": if format == RecordingFormat::Mp4 { "AudioVideo" } else { "Audio" },
-            "recordingChannelType": "Mixed",
-            "recordingFormatType": format!("{format:?}"),
-        },
-        "eventType": "Microsoft.Communication.RecordingFileStatusUpdated",
-        "dataVersion": "1.0",
-        "metadataVersion": "1",
-        "eventTime": rfc3339(now),
-    })
 }
 
 /// The event Event Grid sends when a subscription is created.

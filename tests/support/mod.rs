@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use archiver_testkit::acs::AcsEmulator;
 use archiver_testkit::azurite::Azurite;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// The handler binary built for this test run.
 pub const HANDLER: &str = env!("CARGO_BIN_EXE_handler");
@@ -96,7 +96,8 @@ pub fn fixture(name: &str) -> String {
 }
 
 /// A GA `RecordingFileStatusUpdated` event (Event Grid schema) whose chunks are the given
-/// emulator recordings, in order.
+/// emulator recordings, in order, for a recording started 2026-11-24T09:00:00Z (so blob names
+/// fall under `2026/11/24/`).
 pub fn ga_event(
     emu: &AcsEmulator,
     event_id: &str,
@@ -104,38 +105,14 @@ pub fn ga_event(
     documents: &[&str],
     format: &str,
 ) -> Value {
-    let chunks: Vec<Value> = documents
-        .iter()
-        .enumerate()
-        .map(|(i, doc)| {
-            json!({
-                "documentId": doc,
-                "index": i,
-                "endReason": if i + 1 == documents.len() { "SessionEnded" } else { "ChunkMaximumSizeExceeded" },
-                "contentLocation": emu.content_url(doc),
-                "metadataLocation": emu.metadata_url(doc),
-                "deleteLocation": emu.delete_url(doc),
-            })
-        })
-        .collect();
-    json!({
-        "id": event_id,
-        "topic": "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg/providers/microsoft.communication/communicationservices/emulated",
-        "subject": format!("/recording/call/{call_id}/serverCallId/server-{call_id}"),
-        "data": {
-            "recordingStorageInfo": {"recordingChunks": chunks},
-            "recordingStartTime": "2026-11-24T09:00:00.0000000Z",
-            "recordingDurationMs": 60000,
-            "sessionEndReason": "CallEnded",
-            "recordingContentType": if format == "Mp4" { "AudioVideo" } else { "Audio" },
-            "recordingChannelType": "Mixed",
-            "recordingFormatType": format,
-        },
-        "eventType": "Microsoft.Communication.RecordingFileStatusUpdated",
-        "dataVersion": "1.0",
-        "metadataVersion": "1",
-        "eventTime": "2026-11-24T09:01:00.0000000Z",
-    })
+    let started = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_510_800);
+    emu.ga_event(
+        event_id,
+        call_id,
+        documents,
+        format.parse().unwrap(),
+        started,
+    )
 }
 
 /// A blob as the Blob service lists it.
