@@ -419,7 +419,12 @@ impl Triage {
             EventKind::Validation { code, url } => {
                 tracing::info!(
                     event_id = event.id,
-                    validation_url = url.unwrap_or("-"),
+                    // The URL's `token` would let anyone validate the subscription: host only.
+                    validation_host = url
+                        .and_then(|u| url::Url::parse(u).ok())
+                        .and_then(|u| u.host_str().map(str::to_string))
+                        .as_deref()
+                        .unwrap_or("-"),
                     "answering the subscription validation handshake"
                 );
                 self.validation.get_or_insert_with(|| code.to_string());

@@ -348,13 +348,28 @@ async fn routes_match_without_regard_to_case_and_unknown_paths_are_404() {
 
 #[tokio::test]
 async fn secrets_never_reach_the_logs() {
-    // Azurite's account key, the ACS key and the function key in ?code= are all secrets.
+    // Azurite's account key, the ACS key, the function key in ?code= and the token in the
+    // validation URL are all secrets.
     let h = handler_with(&[("RUST_LOG", "trace")]).await;
+    post(
+        &h,
+        "application/json",
+        "SubscriptionValidation",
+        fixture("eventgrid_validation.json"),
+    )
+    .await;
     post(
         &h,
         "application/json",
         "Notification",
         fixture("recording_ga.json"),
+    )
+    .await;
+    post(
+        &h,
+        "application/json",
+        "SubscriptionValidation",
+        fixture("eventgrid_validation.json"),
     )
     .await;
     post(&h, "application/json", "Notification", "[1".into()).await;
@@ -365,6 +380,7 @@ async fn secrets_never_reach_the_logs() {
         ACCOUNT_KEY,
         "c2VjcmV0LWFjcy1rZXk=",
         "functionkey-secret-value",
+        "vt-secret-1f2e3d",
     ] {
         assert!(
             !logs.contains(secret),
