@@ -4,7 +4,9 @@
 //!
 //! Handled: Create Container, Put Block (body streamed and counted, never buffered), Put Block
 //! List (`Latest`/`Committed`/`Uncommitted`, `If-None-Match: *`), Get Block List, Get Blob
-//! Properties, Put Blob. Anything else gets 400.
+//! Properties, Put Blob. Anything else gets 400. Commits keep the blob's content type and
+//! `x-ms-meta-*` values, and Get Blob Properties returns them, so an uploader that checks what
+//! it committed (the archiver checks the size and reads its own metadata) works against it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -21,6 +23,27 @@ use crate::proxy::{lock, request_parts, LocalServer, RequestKind};
 struct BlobState {
     staged: HashMap<String, u64>,
     committed: Option<Vec<(String, u64)>>,
+    /// `x-ms-blob-content-type` and `x-ms-meta-*` of the last commit, as response headers.
+    properties: Vec<(String, String)>,
+}
+
+/// The headers a commit sets that Get Blob Properties returns: the content type (as
+/// `Content-Type`) and the metadata (names lower-cased, as the service stores them).
+fn committed_properties(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let value = value.to_str().ok()?.to_string();
+            let name = name.as_str();
+            if name == "x-ms-blob-content-type" {
+                Some(("content-type".to_string(), value))
+            } else if name.starts_with("x-ms-meta-") {
+                Some((name.to_string(), value))
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 #[derive(Default)]
@@ -175,6 +198,7 @@ where
             }
             blob.staged.clear();
             blob.committed = Some(vec![(String::new(), len)]);
+            blob.properties = committed_properties(&headers);
             reply(StatusCode::CREATED, request_no, None, Bytes::new())
         }
         RequestKind::PutBlockList => {
@@ -214,6 +238,7 @@ where
             }
             blob.staged.clear();
             blob.committed = Some(committed);
+            blob.properties = committed_properties(&headers);
             reply(StatusCode::CREATED, request_no, None, Bytes::new())
         }
         RequestKind::GetBlockList => {
@@ -245,12 +270,24 @@ where
             }
             response
         }
-        RequestKind::GetProperties => match blobs.get(&path).and_then(|b| b.committed.as_ref()) {
-            Some(blocks) => {
+        RequestKind::GetProperties => match blobs
+            .get(&path)
+            .and_then(|b| Some((b.committed.as_ref()?, &b.properties)))
+        {
+            Some((blocks, properties)) => {
                 let length: u64 = blocks.iter().map(|(_, s)| s).sum();
                 let mut response = reply(StatusCode::OK, request_no, None, Bytes::new());
+                let headers = response.headers_mut();
                 if let Ok(v) = length.to_string().parse() {
-                    response.headers_mut().insert("content-length", v);
+                    headers.insert("content-length", v);
+                }
+                for (name, value) in properties {
+                    if let (Ok(name), Ok(value)) = (
+                        warp::http::HeaderName::from_bytes(name.as_bytes()),
+                        warp::http::HeaderValue::from_str(value),
+                    ) {
+                        headers.insert(name, value);
+                    }
                 }
                 response
             }
@@ -372,6 +409,8 @@ mod tests {
             let r = http
                 .put(format!("{blob}?comp=blocklist"))
                 .header("if-none-match", "*")
+                .header("x-ms-blob-content-type", "video/mp4")
+                .header("x-ms-meta-archivedbytes", "12")
                 .body(format!("<BlockList>{list}</BlockList>"))
                 .send()
                 .await
@@ -387,5 +426,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.headers()["x-ms-blob-content-length"], "12");
+        let r = http.head(&blob).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-length"], "12");
+        assert_eq!(r.headers()["content-type"], "video/mp4");
+        assert_eq!(
+            r.headers()["x-ms-meta-archivedbytes"],
+            "12",
+            "Get Blob Properties returns the committed metadata"
+        );
     }
 }

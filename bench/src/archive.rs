@@ -1,0 +1,266 @@
+//! One archive row: a fresh `handler` process archives one chunk from the ACS emulator into a
+//! Blob endpoint, invoked as the Functions host invokes `RecordingTransfer`; its CPU time and
+//! peak RSS are read from `/proc` around the transfer, and the committed blob is checked.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use recording_archiver::app::parse_transfer_message;
+use recording_archiver::blob::BlobClient;
+use recording_archiver::config::{storage, BlobNameTemplate};
+use recording_archiver::recording::MediaFormat;
+use serde_json::{json, Value};
+
+use crate::children::{Emulator, Handler};
+use crate::plan::{Hashing, Plan};
+use crate::procstat;
+use crate::report::{Measurement, Usage};
+
+/// How long a handler may take to answer its readiness probe.
+const HANDLER_START_LIMIT: Duration = Duration::from_secs(30);
+/// The slowest transfer rate tolerated before a row is abandoned.
+const SLOWEST_BYTES_PER_SEC: u64 = 5_000_000;
+
+/// How long a row moving `bytes` may take before it is abandoned.
+pub fn row_limit(bytes: u64) -> Duration {
+    Duration::from_secs(60 + bytes / SLOWEST_BYTES_PER_SEC)
+}
+
+/// The connection string of a Blob endpoint (Azurite's account and key) plus a Queue endpoint.
+pub fn connection_string(blob_endpoint: &str, queue_endpoint: &str) -> String {
+    use archiver_testkit::azurite::{ACCOUNT, ACCOUNT_KEY};
+    format!(
+        "DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};\
+         BlobEndpoint={blob_endpoint};QueueEndpoint={queue_endpoint};"
+    )
+}
+
+/// A Blob client on `container` from a connection string, parsed as the handler parses it.
+pub fn blob_client(
+    connection_string: &str,
+    container: &str,
+    http: reqwest::Client,
+) -> Result<BlobClient, String> {
+    let lookup = |name: &str| (name == "RECORDINGS_STORAGE").then(|| connection_string.to_string());
+    let settings = storage::load(&lookup)
+        .map_err(|e| e.to_string())?
+        .ok_or("no storage settings")?;
+    BlobClient::from_settings(&settings, container, http, None).map_err(|e| e.to_string())
+}
+
+/// A GA `RecordingFileStatusUpdated` event (Event Grid schema) for one Mp4 chunk served by
+/// the emulator, as ACS publishes it.
+pub fn recording_event(
+    event_id: &str,
+    document_id: &str,
+    (content, metadata, delete): (&str, &str, &str),
+) -> Value {
+    json!({
+        "id": event_id,
+        "topic": "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg/providers/microsoft.communication/communicationservices/bench",
+        "subject": format!("/recording/call/call-{event_id}/serverCallId/server-{event_id}"),
+        "data": {
+            "recordingStorageInfo": {"recordingChunks": [{
+                "documentId": document_id,
+                "index": 0,
+                "endReason": "SessionEnded",
+                "contentLocation": content,
+                "metadataLocation": metadata,
+                "deleteLocation": delete,
+            }]},
+            "recordingStartTime": "2026-11-24T09:00:00.0000000Z",
+            "recordingDurationMs": 60000,
+            "sessionEndReason": "CallEnded",
+            "recordingContentType": "AudioVideo",
+            "recordingChannelType": "Mixed",
+            "recordingFormatType": "Mp4",
+        },
+        "eventType": "Microsoft.Communication.RecordingFileStatusUpdated",
+        "dataVersion": "1.0",
+        "metadataVersion": "1",
+        "eventTime": "2026-11-24T09:01:00.0000000Z",
+    })
+}
+
+/// The `RecordingTransfer` invocation the host sends for a queue message `text`: the trigger
+/// value is the message JSON-encoded as a string.
+pub fn invocation(text: &str) -> Value {
+    json!({"Data": {"job": Value::String(text.to_string()).to_string()}, "Metadata": {"DequeueCount": 1}})
+}
+
+/// Where a row writes and what it expects there.
+pub struct ArchiveTarget<'a> {
+    /// The handler's `RECORDINGS_STORAGE`.
+    pub connection_string: &'a str,
+    /// A container no other row uses.
+    pub container: &'a str,
+    /// The recording to archive.
+    pub document_id: &'a str,
+    /// Its size.
+    pub size: u64,
+    /// Its SHA-256, when the row computes one.
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// Archives one chunk with a fresh handler and measures it. `Err` means the row could not run
+/// at all; a transfer that ran but did not check out is a measurement with a failed check.
+pub async fn run(
+    handler_bin: &Path,
+    emulator: &Emulator,
+    plan: &Plan,
+    hashing: Hashing,
+    target: &ArchiveTarget<'_>,
+    http: &reqwest::Client,
+) -> Result<Measurement, String> {
+    let urls = emulator
+        .urls_of(target.document_id)
+        .ok_or_else(|| format!("the emulator does not serve {}", target.document_id))?;
+    let mut env: Vec<(String, String)> = vec![
+        ("RUST_LOG".into(), "warn".into()),
+        ("RECORDINGS_STORAGE".into(), target.connection_string.into()),
+        ("RECORDINGS_CONTAINER".into(), target.container.into()),
+        ("TRANSFER_QUEUE".into(), format!("{}-q", target.container)),
+        (
+            "ACS_CONNECTION_STRING".into(),
+            emulator.connection_string.clone(),
+        ),
+        (
+            "ACS_EXTRA_ALLOWED_HOSTS".into(),
+            emulator.extra_allowed_hosts.clone(),
+        ),
+        ("TRANSFER_CONTENT_MD5".into(), hashing.md5.to_string()),
+        ("TRANSFER_SHA256".into(), hashing.sha256.to_string()),
+    ];
+    env.extend(plan.overrides.iter().cloned());
+    let handler = Handler::start(handler_bin, &env, http, HANDLER_START_LIMIT).await?;
+
+    let message = recording_event(target.container, target.document_id, urls).to_string();
+    let limit = row_limit(target.size);
+    let pid = handler.pid();
+    let emulator_pid = emulator.pid();
+    let read = |what: &str, r: std::io::Result<Duration>| r.map_err(|e| format!("{what}: {e}"));
+    let (cpu0, emu0, machine0) = (
+        read("handler CPU", procstat::process_cpu(pid))?,
+        read("emulator CPU", procstat::process_cpu(emulator_pid))?,
+        procstat::machine().map_err(|e| e.to_string())?,
+    );
+    let started = Instant::now();
+    let answer = http
+        .post(handler.url("/RecordingTransfer"))
+        .json(&invocation(&message))
+        .timeout(limit)
+        .send()
+        .await;
+    let answer = match answer {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            r.text().await.map(|body| (status, body))
+        }
+        Err(e) => Err(e),
+    };
+    let elapsed = started.elapsed();
+    let (cpu1, emu1, machine1) = (
+        read("handler CPU", procstat::process_cpu(pid))?,
+        read("emulator CPU", procstat::process_cpu(emulator_pid))?,
+        procstat::machine().map_err(|e| e.to_string())?,
+    );
+    let peak_rss = procstat::peak_rss(pid).map_err(|e| format!("handler RSS: {e}"))?;
+
+    let check = match answer {
+        Err(e) => Err(format!(
+            "RecordingTransfer: {e}\nhandler output:\n{}",
+            handler.output()
+        )),
+        Ok((200, body)) if body.contains("Archived") && !body.contains("AlreadyArchived") => {
+            verify(&message, target, http.clone()).await
+        }
+        Ok((status, body)) => Err(format!(
+            "RecordingTransfer answered {status}: {body}\nhandler output:\n{}",
+            handler.output()
+        )),
+    };
+    drop(handler);
+    Ok(Measurement {
+        elapsed,
+        ours: Some(Usage {
+            cpu: cpu1.saturating_sub(cpu0),
+            peak_rss,
+        }),
+        emulator_cpu: Some(emu1.saturating_sub(emu0)),
+        busy_cores: machine1.busy_cores_since(&machine0),
+        check,
+    })
+}
+
+/// The committed media blob has the chunk's size and, when computed, its SHA-256.
+async fn verify(
+    message: &str,
+    target: &ArchiveTarget<'_>,
+    http: reqwest::Client,
+) -> Result<(), String> {
+    let job = parse_transfer_message(message)?
+        .pop()
+        .ok_or("the event has no chunk")?;
+    let format = MediaFormat::infer(job.format_type.as_deref(), None, None, None);
+    let names = job.blob_names(&BlobNameTemplate::default(), format);
+    let client = blob_client(target.connection_string, target.container, http)?;
+    let props = client
+        .get_properties(&names.media)
+        .await
+        .map_err(|e| format!("checking {}: {e}", names.media))?
+        .ok_or_else(|| format!("{} was not committed", names.media))?;
+    if props.content_length != target.size {
+        return Err(format!(
+            "{} holds {} bytes, not {}",
+            names.media, props.content_length, target.size
+        ));
+    }
+    if let Some(expected) = target.sha256 {
+        let hex: String = expected.iter().map(|b| format!("{b:02x}")).collect();
+        let stored = props
+            .metadata
+            .iter()
+            .find(|(k, _)| k == "sha256")
+            .map(|(_, v)| v.as_str());
+        if stored != Some(hex.as_str()) {
+            return Err(format!(
+                "{}: SHA-256 {stored:?} in its metadata, expected {hex}",
+                names.media
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_event_becomes_one_located_mp4_job() {
+        let event = recording_event(
+            "bench-1",
+            "doc-1",
+            (
+                "http://127.0.0.1:9/v1/objects/doc-1/content/video",
+                "http://127.0.0.1:9/v1/objects/doc-1/content/acsmetadata",
+                "http://127.0.0.1:9/v1/objects/doc-1/content/deletedata",
+            ),
+        );
+        let jobs = parse_transfer_message(&event.to_string()).unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].document_id, "doc-1");
+        let format = MediaFormat::infer(jobs[0].format_type.as_deref(), None, None, None);
+        assert!(jobs[0]
+            .blob_names(&BlobNameTemplate::default(), format)
+            .media
+            .ends_with(".mp4"));
+    }
+
+    #[test]
+    fn the_invocation_carries_the_message_as_a_json_string() {
+        let envelope = invocation(r#"{"id":"e"}"#);
+        assert_eq!(envelope["Data"]["job"], r#""{\"id\":\"e\"}""#);
+        assert_eq!(envelope["Metadata"]["DequeueCount"], 1);
+    }
+}

@@ -1,0 +1,70 @@
+//! The benchmark still runs end to end: every row, on tiny chunks, in a debug build. It proves
+//! the orchestration (Azurite, the ACS emulator process, a handler per row, the discarding
+//! sink, the checks and the table) and never asserts a performance figure: a debug build on
+//! a shared machine says nothing about speed.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Builds the handler and the ACS emulator the benchmark drives (other packages' binaries
+/// are not built for this package's tests), and returns the directory they are in.
+fn binaries() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "recording-archiver",
+            "-p",
+            "archiver-testkit",
+            "--bin",
+            "handler",
+            "--bin",
+            "acs-emulator",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building handler and acs-emulator failed");
+    PathBuf::from(env!("CARGO_BIN_EXE_archiver-bench"))
+        .parent()
+        .expect("the bench binary is in a directory")
+        .to_path_buf()
+}
+
+#[test]
+fn a_quick_run_measures_and_checks_every_row() {
+    let dir = binaries();
+    let out = Command::new(env!("CARGO_BIN_EXE_archiver-bench"))
+        .args(["--quick", "--size-mib", "2", "--big-size-mib", "3"])
+        .args(["--block-bytes", "262144", "--max-minutes", "2"])
+        .arg("--handler")
+        .arg(dir.join("handler"))
+        .arg("--acs-emulator")
+        .arg(dir.join("acs-emulator"))
+        .output()
+        .expect("the benchmark runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{stderr}",
+        out.status
+    );
+    for row in [
+        "ceiling: raw Put Block -> Azurite",
+        "archive -> Azurite, hashing off",
+        "archive -> Azurite, hashing SHA-256 (defaults)",
+        "archive -> Azurite, hashing MD5+SHA-256",
+        "archive -> discard sink, hashing off",
+        "archive -> discard sink, hashing MD5+SHA-256",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no row `{row}`:\n{stdout}"));
+        assert!(line.contains(" ok "), "{line}\n{stderr}");
+    }
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}
