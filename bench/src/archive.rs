@@ -13,8 +13,9 @@ use serde_json::{json, Value};
 
 use crate::children::{Emulator, Handler};
 use crate::plan::{Hashing, Plan};
-use crate::procstat;
 use crate::report::{Measurement, Usage};
+use archiver_testkit::acs::{ga_event, ChunkLocation, RecordingFormat};
+use archiver_testkit::procstat;
 
 /// How long a handler may take to answer its readiness probe.
 const HANDLER_START_LIMIT: Duration = Duration::from_secs(30);
@@ -55,31 +56,20 @@ pub fn recording_event(
     document_id: &str,
     (content, metadata, delete): (&str, &str, &str),
 ) -> Value {
-    json!({
-        "id": event_id,
-        "topic": "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg/providers/microsoft.communication/communicationservices/bench",
-        "subject": format!("/recording/call/call-{event_id}/serverCallId/server-{event_id}"),
-        "data": {
-            "recordingStorageInfo": {"recordingChunks": [{
-                "documentId": document_id,
-                "index": 0,
-                "endReason": "SessionEnded",
-                "contentLocation": content,
-                "metadataLocation": metadata,
-                "deleteLocation": delete,
-            }]},
-            "recordingStartTime": "2026-11-24T09:00:00.0000000Z",
-            "recordingDurationMs": 60000,
-            "sessionEndReason": "CallEnded",
-            "recordingContentType": "AudioVideo",
-            "recordingChannelType": "Mixed",
-            "recordingFormatType": "Mp4",
-        },
-        "eventType": "Microsoft.Communication.RecordingFileStatusUpdated",
-        "dataVersion": "1.0",
-        "metadataVersion": "1",
-        "eventTime": "2026-11-24T09:01:00.0000000Z",
-    })
+    let chunk = ChunkLocation {
+        document_id: document_id.to_string(),
+        content: content.to_string(),
+        metadata: metadata.to_string(),
+        delete: delete.to_string(),
+    };
+    let started = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_510_800);
+    ga_event(
+        event_id,
+        &format!("call-{event_id}"),
+        &[chunk],
+        RecordingFormat::Mp4,
+        started,
+    )
 }
 
 /// The `RecordingTransfer` invocation the host sends for a queue message `text`: the trigger

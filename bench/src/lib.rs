@@ -6,7 +6,6 @@
 //! | module | job |
 //! |---|---|
 //! | [`plan`] | the command line and the rows it turns into (pure) |
-//! | [`procstat`] | CPU time, peak RSS and busy cores from `/proc` |
 //! | [`report`] | the table: MB/s, ratio to the ceiling, CPU s/GiB, peak RSS, targets (pure) |
 //! | [`children`] | the ACS emulator and handler processes, killed with the benchmark |
 //! | [`ceiling`] | the raw Azurite ingest ceiling: parallel Put Block from memory |
@@ -22,6 +21,5 @@ pub mod archive;
 pub mod ceiling;
 pub mod children;
 pub mod plan;
-pub mod procstat;
 pub mod report;
 pub mod run;

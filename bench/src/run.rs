@@ -11,8 +11,8 @@ use crate::archive::{self, ArchiveTarget};
 use crate::ceiling;
 use crate::children::{Emulator, Recording};
 use crate::plan::{Destination, Options, Plan, RowKind, RowSpec, MIB};
-use crate::procstat;
 use crate::report::Measurement;
+use archiver_testkit::procstat;
 
 /// How long the emulator may take to print its start-up line.
 const EMULATOR_START_LIMIT: Duration = Duration::from_secs(30);

@@ -618,7 +618,9 @@ async fn exercise(
         chunks,
         invocations: host.invocations(),
         acs_requests: (requests.len(), refused),
-        handler_peak_rss: host.handler().and_then(|w| peak_rss(w.pid)),
+        handler_peak_rss: host
+            .handler()
+            .and_then(|w| crate::procstat::peak_rss(w.pid).ok()),
         archive_time,
         wall_time: began.elapsed(),
     };
@@ -742,20 +744,6 @@ fn print_log_tail(host: &FunctionsHost) {
         }
     }
     println!("---");
-}
-
-/// Peak resident set size of process `pid`, from `/proc/<pid>/status` (Linux only).
-fn peak_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line
-        .trim_start_matches("VmHWM:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
 }
 
 /// The source chunks, hashed off the async threads (about 1 s per GiB in release).

@@ -11,12 +11,14 @@
 //! | [`queue`] | nothing: a small Queue REST client with its own SharedKey signer, used by the host emulator and tests |
 //! | [`proxy`] | a flaky network or a busy Storage service: forwards to a target, counts requests by operation, injects 503s |
 //! | [`sink`] | a Blob service with unlimited bandwidth, for benchmarks: accepts blocks and throws the bytes away |
+//! | [`procstat`] | nothing: reads a process's CPU time and peak RSS, and the machine's busy cores, from `/proc` (demo, benchmarks) |
 //! | [`demo`] | Event Grid and a user, for `scripts/demo`: runs all of the above around the real handler and checks the archive |
 
 pub mod acs;
 pub mod azurite;
 pub mod demo;
 pub mod host;
+pub mod procstat;
 pub mod proxy;
 pub mod queue;
 pub mod sink;
