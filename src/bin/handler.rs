@@ -53,9 +53,9 @@ async fn run(settings: Settings, port: u16) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// One plain line on stderr (the host captures it), and exit status 2.
 fn fail(e: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("handler: {e}");
-    tracing::error!("{e}");
     ExitCode::from(2)
 }
 
