@@ -7,9 +7,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use archiver_testkit::acs::{
-    AcsEmulator, AcsEmulatorConfig, Fault as AcsFault, RecordingFormat, Verdict,
-};
+use archiver_testkit::acs::{AcsEmulator, AcsEmulatorConfig, RecordingFormat, Verdict};
 use archiver_testkit::host::HandlerProcess;
 use archiver_testkit::proxy::{Fault, FaultProxy, RequestKind};
 use serde_json::{json, Value};
@@ -138,21 +136,7 @@ async fn a_transfer_killed_midway_resumes_without_resending_staged_blocks() {
     let emu = emulator().await;
     let doc = "0-wus-d4-kill";
     let total = 16 * MIB;
-    emu.add_recording(doc, total, 99, RecordingFormat::Mp4);
-    // The first download trickles, so the crash lands in the middle of it.
-    emu.push_faults(
-        doc,
-        vec![AcsFault::Trickle {
-            chunk: 128 * 1024,
-            interval: Duration::from_millis(15),
-        }],
-    );
-    let proxy = FaultProxy::start(&azurite().blob_endpoint()).await.unwrap();
-    let mut env = handler_env(Some(&emu));
-    let storage = storage_at(&proxy.endpoint(), &azurite().queue_endpoint());
-    set(&mut env, "RECORDINGS_STORAGE", &storage);
-    set(&mut env, "TRANSFER_BLOCK_BYTES", "1048576");
-    set(&mut env, "TRANSFER_PARALLEL_BLOCKS", "2");
+    let (proxy, env) = slow_transfer_setup(&emu, doc, total).await;
     let message = ga_event(&emu, "evt-kill", "call-kill", &[doc], "Mp4").to_string();
 
     let mut first = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))

@@ -8,9 +8,9 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use archiver_testkit::acs::{AcsEmulator, AcsEmulatorConfig, Fault as AcsFault, RecordingFormat};
+use archiver_testkit::acs::{AcsEmulator, AcsEmulatorConfig, RecordingFormat};
 use archiver_testkit::host::{FunctionsHost, HostOptions};
-use archiver_testkit::proxy::{FaultProxy, RequestKind};
+use archiver_testkit::proxy::RequestKind;
 use serde_json::{json, Value};
 use support::*;
 
@@ -104,20 +104,7 @@ async fn a_handler_killed_mid_transfer_is_restarted_and_the_message_resumes() {
         .unwrap();
     let doc = "0-wus-q2-kill";
     let total = 16 * MIB;
-    emu.add_recording(doc, total, 3, RecordingFormat::Mp4);
-    emu.push_faults(
-        doc,
-        vec![AcsFault::Trickle {
-            chunk: 128 * 1024,
-            interval: Duration::from_millis(15),
-        }],
-    );
-    let proxy = FaultProxy::start(&azurite().blob_endpoint()).await.unwrap();
-    let mut env = handler_env(Some(&emu));
-    let storage = storage_at(&proxy.endpoint(), &azurite().queue_endpoint());
-    set(&mut env, "RECORDINGS_STORAGE", &storage);
-    set(&mut env, "TRANSFER_BLOCK_BYTES", "1048576");
-    set(&mut env, "TRANSFER_PARALLEL_BLOCKS", "2");
+    let (proxy, env) = slow_transfer_setup(&emu, doc, total).await;
     let host = host(env.clone()).await;
     let (status, _) = deliver(
         &host,

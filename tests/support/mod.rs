@@ -223,3 +223,34 @@ pub async fn assert_archived(emu: &AcsEmulator, container: &str, call: &str, doc
         assert_eq!(record["acsMetadata"]["chunkDocumentId"], *doc, "{record}");
     }
 }
+
+/// Set-up for a crash in mid-transfer: a 16 MiB recording whose first download trickles (so a
+/// kill lands in the middle of it), storage behind a fault proxy that counts Put Blocks, and
+/// 1 MiB blocks, two in flight. Returns the proxy and the handler's settings.
+pub async fn slow_transfer_setup(
+    emu: &AcsEmulator,
+    doc: &str,
+    total: u64,
+) -> (archiver_testkit::proxy::FaultProxy, Vec<(String, String)>) {
+    use archiver_testkit::acs::{Fault, RecordingFormat};
+    emu.add_recording(doc, total, 3, RecordingFormat::Mp4);
+    emu.push_faults(
+        doc,
+        vec![Fault::Trickle {
+            chunk: 128 * 1024,
+            interval: std::time::Duration::from_millis(15),
+        }],
+    );
+    let proxy = archiver_testkit::proxy::FaultProxy::start(&azurite().blob_endpoint())
+        .await
+        .unwrap();
+    let mut env = handler_env(Some(emu));
+    set(
+        &mut env,
+        "RECORDINGS_STORAGE",
+        &storage_at(&proxy.endpoint(), &azurite().queue_endpoint()),
+    );
+    set(&mut env, "TRANSFER_BLOCK_BYTES", "1048576");
+    set(&mut env, "TRANSFER_PARALLEL_BLOCKS", "2");
+    (proxy, env)
+}
