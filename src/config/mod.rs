@@ -50,8 +50,10 @@ pub const DEFAULT_TRANSFER_QUEUE: &str = "recording-transfers";
 /// and for whatever the Functions host adds, while still refusing absurd bodies.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
-/// How chunks are streamed into Blob Storage. Memory in flight per chunk is about
-/// `block_bytes x (parallel_blocks + 2)`, whatever the chunk's size (ACS chunks reach 1.5 GB).
+/// How chunks are streamed into Blob Storage. Memory per chunk in transfer is at most
+/// `block_bytes x (2 x parallel_blocks + 2)` (blocks in flight, waiting for the hasher, and the
+/// one being filled), whatever the chunk's size (ACS chunks reach 1.5 GB): 40 MiB with the
+/// defaults. The queue trigger runs up to `batchSize + newBatchThreshold` transfers at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransferSettings {
     /// `TRANSFER_BLOCK_BYTES`: bytes per Put Block. Default 4 MiB: well above the 256 KiB at

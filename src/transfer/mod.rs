@@ -1,6 +1,6 @@
 //! One chunk from ACS into Blob Storage: download stream -> fixed-size blocks -> a bounded
 //! number of Put Blocks in flight -> one create-only commit. Exactly once per chunk, resumable
-//! after a crash, in memory bounded by `block_bytes x (parallel_blocks + 2)`.
+//! after a crash, in memory bounded by `block_bytes x (2 x parallel_blocks + 2)` per chunk.
 //!
 //! The recipe (`azure-protocols.md` §5.6):
 //! 1. Name the blobs deterministically from the chunk ([`ChunkJob::blob_names`]); block ids
