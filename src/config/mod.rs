@@ -308,20 +308,24 @@ impl Settings {
             })?,
             acs: acs::load(lookup)?,
             storage: storage::load(lookup)?,
-            container: parse_container(lookup)?,
-            archive_mode: match lookup.get(ARCHIVE_MODE) {
-                None => ArchiveMode::Queue,
-                Some(v) => v
-                    .parse()
-                    .map_err(|e: String| ConfigError::malformed(ARCHIVE_MODE, e))?,
-            },
-            transfer_queue: parse_queue_name(lookup)?,
-            message_encoding: match lookup.get(TRANSFER_MESSAGE_ENCODING) {
-                None => MessageEncoding::Base64,
-                Some(v) => v
-                    .parse()
-                    .map_err(|e: String| ConfigError::malformed(TRANSFER_MESSAGE_ENCODING, e))?,
-            },
+            container: parse_dns_name(
+                lookup,
+                RECORDINGS_CONTAINER,
+                DEFAULT_CONTAINER,
+                "container",
+            )?,
+            archive_mode: parse_choice(lookup, ARCHIVE_MODE, ArchiveMode::Queue)?,
+            transfer_queue: parse_dns_name(
+                lookup,
+                TRANSFER_QUEUE,
+                DEFAULT_TRANSFER_QUEUE,
+                "queue",
+            )?,
+            message_encoding: parse_choice(
+                lookup,
+                TRANSFER_MESSAGE_ENCODING,
+                MessageEncoding::Base64,
+            )?,
             extra_allowed_hosts: parse_allowed_hosts(lookup)?,
             max_body_bytes: parse_opt(lookup, WEBHOOK_MAX_BODY_BYTES, "a byte count", |v| {
                 v.parse::<usize>().ok().filter(|n| *n >= 1024)
@@ -361,34 +365,37 @@ pub(crate) fn parse_opt<T>(
     }
 }
 
-/// Container names: 3-63 characters, lower-case letters, digits and single hyphens, starting
-/// and ending with a letter or digit (Blob service naming rules).
-fn parse_container(lookup: &impl Lookup) -> Result<String, ConfigError> {
-    let name = lookup
-        .get(RECORDINGS_CONTAINER)
-        .unwrap_or_else(|| DEFAULT_CONTAINER.to_string());
-    if is_dns_style_name(&name) {
-        Ok(name)
+/// A container or queue name from `name` (or `default`): 3-63 characters, lower-case letters,
+/// digits and single hyphens, starting and ending with a letter or digit (the Blob and Queue
+/// services' naming rules).
+fn parse_dns_name(
+    lookup: &impl Lookup,
+    name: &str,
+    default: &str,
+    kind: &str,
+) -> Result<String, ConfigError> {
+    let value = lookup.get(name).unwrap_or_else(|| default.to_string());
+    if is_dns_style_name(&value) {
+        Ok(value)
     } else {
         Err(ConfigError::malformed(
-            RECORDINGS_CONTAINER,
-            format!("`{name}` is not a valid container name (3-63 lower-case letters, digits and single hyphens)"),
+            name,
+            format!("`{value}` is not a valid {kind} name (3-63 lower-case letters, digits and single hyphens)"),
         ))
     }
 }
 
-/// Queue names follow the same rules as container names.
-fn parse_queue_name(lookup: &impl Lookup) -> Result<String, ConfigError> {
-    let name = lookup
-        .get(TRANSFER_QUEUE)
-        .unwrap_or_else(|| DEFAULT_TRANSFER_QUEUE.to_string());
-    if is_dns_style_name(&name) {
-        Ok(name)
-    } else {
-        Err(ConfigError::malformed(
-            TRANSFER_QUEUE,
-            format!("`{name}` is not a valid queue name (3-63 lower-case letters, digits and single hyphens)"),
-        ))
+/// A setting read with `FromStr` (whose error says what is expected), or `default`.
+fn parse_choice<T: FromStr<Err = String>>(
+    lookup: &impl Lookup,
+    name: &str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match lookup.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|e: String| ConfigError::malformed(name, e)),
     }
 }
 
