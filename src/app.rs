@@ -167,6 +167,26 @@ impl WebhookResponse {
     pub fn body_text(&self) -> String {
         self.body.as_ref().map(Value::to_string).unwrap_or_default()
     }
+
+    /// The HTTP response both front ends send: status, extra headers, and the JSON body with
+    /// its content type.
+    pub fn into_http(self) -> http::Response<String> {
+        let mut builder = http::Response::builder().status(self.status);
+        if self.body.is_some() {
+            builder = builder.header(
+                http::header::CONTENT_TYPE,
+                "application/json; charset=utf-8",
+            );
+        }
+        for (name, value) in &self.headers {
+            builder = builder.header(*name, value);
+        }
+        builder.body(self.body_text()).unwrap_or_else(|_| {
+            let mut r = http::Response::new(String::new());
+            *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        })
+    }
 }
 
 /// Chunks handed to the archiver at once, per delivery. A batch may hold up to 5000 events;

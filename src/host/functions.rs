@@ -125,18 +125,19 @@ where
                 ),
             };
             tracing::info!(status, "invocation answered");
-            return to_http(WebhookResponse {
+            return WebhookResponse {
                 status,
                 headers: Vec::new(),
                 body: serde_json::to_value(&reply).ok(),
-            });
+            }
+            .into_http();
         }
         _ => {
             return plain(StatusCode::NOT_FOUND, "no function is served at this path");
         }
     };
     tracing::info!(status = response.status, "answered");
-    to_http(response)
+    response.into_http()
 }
 
 /// The binding name of the `RecordingTransfer` queue trigger (RecordingTransfer/function.json).
@@ -219,25 +220,6 @@ where
         }
     }
     Ok(buf.freeze())
-}
-
-fn to_http(r: WebhookResponse) -> http::Response<String> {
-    let mut builder = http::Response::builder().status(r.status);
-    if r.body.is_some() {
-        builder = builder.header(
-            http::header::CONTENT_TYPE,
-            "application/json; charset=utf-8",
-        );
-    }
-    for (name, value) in &r.headers {
-        builder = builder.header(*name, value);
-    }
-    builder.body(r.body_text()).unwrap_or_else(|_| {
-        plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "response could not be built",
-        )
-    })
 }
 
 fn plain(status: StatusCode, text: &str) -> http::Response<String> {

@@ -27,26 +27,11 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
             body,
         })
         .await;
-    let mut builder = Response::builder().status(answer.status);
-    if answer.body.is_some() {
-        builder = builder.header(
-            http::header::CONTENT_TYPE,
-            "application/json; charset=utf-8",
-        );
-    }
-    for (name, value) in &answer.headers {
-        builder = builder.header(*name, value);
-    }
-    let text = answer.body_text();
-    builder
-        .body(if text.is_empty() {
+    answer.into_http().map(|text| {
+        if text.is_empty() {
             Body::Empty
         } else {
             Body::Text(text)
-        })
-        .unwrap_or_else(|_| {
-            let mut r = Response::new(Body::Empty);
-            *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-            r
-        })
+        }
+    })
 }
