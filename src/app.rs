@@ -40,8 +40,6 @@ pub enum ArchiveOutcome {
     AlreadyArchived,
     /// Handed to the transfer queue.
     Enqueued,
-    /// Logged only (no archive step configured).
-    Logged,
 }
 
 /// Why a chunk job failed, already classified by the module that failed.
@@ -61,19 +59,6 @@ pub struct ArchiveError {
 pub trait ChunkArchiver: Send + Sync {
     /// Archives (or enqueues) one chunk.
     fn archive(&self, job: ChunkJob) -> BoxFuture<'_, Result<ArchiveOutcome, ArchiveError>>;
-}
-
-/// An archiver that only logs what it would archive.
-#[derive(Debug, Default)]
-pub struct LogOnlyArchiver;
-
-impl ChunkArchiver for LogOnlyArchiver {
-    fn archive(&self, job: ChunkJob) -> BoxFuture<'_, Result<ArchiveOutcome, ArchiveError>> {
-        Box::pin(async move {
-            tracing::info!(job = %serde_json::to_string(&job).unwrap_or_default(), "recording chunk received (no archive step configured)");
-            Ok(ArchiveOutcome::Logged)
-        })
-    }
 }
 
 /// The transfer pipeline archives chunks for real.
@@ -254,7 +239,7 @@ impl App {
             match item {
                 Ok(event) => triage.add(event),
                 Err(rejected) => {
-                    triage.reject(rejected.position, None, rejected.reason, rejected.raw)
+                    triage.reject(Some(rejected.position), None, rejected.reason, rejected.raw)
                 }
             }
         }
@@ -491,14 +476,14 @@ impl Triage {
 
     fn reject_event(&mut self, event: &eventgrid::Event<'_>, reason: String) {
         let raw = json!({"id": event.id, "eventType": event.event_type, "subject": event.subject, "data": event.data});
-        self.reject(usize::MAX, Some(event.id), reason, &raw);
+        self.reject(None, Some(event.id), reason, &raw);
     }
 
     /// Logs a rejected event in full, so it can be inspected and replayed by hand.
-    fn reject(&mut self, position: usize, id: Option<&str>, reason: String, raw: &Value) {
+    fn reject(&mut self, position: Option<usize>, id: Option<&str>, reason: String, raw: &Value) {
         tracing::error!(event_id = id.unwrap_or("-"), reason = %reason, event = %raw, "event rejected: it can never be processed as sent");
         let mut entry = json!({ "reason": reason });
-        if position != usize::MAX {
+        if let Some(position) = position {
             entry["position"] = json!(position);
         }
         if let Some(id) = id {
@@ -552,7 +537,6 @@ impl Triage {
                 "archived": count(|o| matches!(o, ArchiveOutcome::Archived { .. })),
                 "alreadyArchived": count(|o| matches!(o, ArchiveOutcome::AlreadyArchived)),
                 "enqueued": count(|o| matches!(o, ArchiveOutcome::Enqueued)),
-                "logged": count(|o| matches!(o, ArchiveOutcome::Logged)),
             },
             "rejected": rejected,
         });

@@ -5,12 +5,24 @@
 use std::sync::Arc;
 
 use lambda_http::Body;
-use recording_archiver::app::{App, LogOnlyArchiver};
+use recording_archiver::app::{App, ArchiveError, ArchiveOutcome, ChunkArchiver};
 use recording_archiver::host::lambda;
+use recording_archiver::identity::BoxFuture;
+use recording_archiver::recording::ChunkJob;
 use serde_json::Value;
 
+/// Stands in for the queue: takes every chunk. (The archive itself is tested elsewhere; here
+/// only the Lambda translation is under test.)
+struct TakeEverything;
+
+impl ChunkArchiver for TakeEverything {
+    fn archive(&self, _job: ChunkJob) -> BoxFuture<'_, Result<ArchiveOutcome, ArchiveError>> {
+        Box::pin(async { Ok(ArchiveOutcome::Enqueued) })
+    }
+}
+
 fn app() -> App {
-    let archiver = Arc::new(LogOnlyArchiver);
+    let archiver = Arc::new(TakeEverything);
     App::new(archiver.clone(), archiver, 2 * 1024 * 1024)
 }
 
@@ -39,7 +51,7 @@ async fn validation_handshake_over_a_function_url() {
 async fn recording_event_over_a_function_url() {
     let (status, _, body) = call(include_str!("data/lambda_url_recording_ga.json")).await;
     assert_eq!(status, 200);
-    assert_eq!(body.unwrap()["chunks"]["logged"], 1);
+    assert_eq!(body.unwrap()["chunks"]["enqueued"], 1);
 }
 
 #[tokio::test]
