@@ -9,8 +9,8 @@
 //! * 4xx only when nothing in the delivery can ever be processed (Event Grid drops 4xx for
 //!   good): 400 malformed, 405 method, 413 too large, 415 media type.
 //!
-//! A bad event in a batch never costs the good ones: it is logged in full with its reason and
-//! the rest are handled.
+//! A bad event in a batch never costs the good ones: it is logged (clipped, URL queries
+//! redacted, see [`crate::redact`]) with its id and reason, and the rest are handled.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,12 +20,14 @@ use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use http::{HeaderMap, Method};
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use crate::disposition::Disposition;
 use crate::eventgrid::{self, DeliveryError, EventKind};
 use crate::identity::BoxFuture;
 use crate::queue::QueueClient;
 use crate::recording::{self, ChunkJob, EventContext};
+use crate::redact;
 use crate::transfer::{Transfer, TransferReport};
 
 /// What became of one chunk job.
@@ -90,7 +92,7 @@ impl ChunkArchiver for QueueClient {
             })?;
             match self.put_message(&text).await {
                 Ok(id) => {
-                    tracing::info!(document_id = %job.document_id, chunk = job.index, message_id = %id, queue = self.queue(), "chunk enqueued");
+                    tracing::info!(message_id = %id, queue = self.queue(), "chunk enqueued");
                     Ok(ArchiveOutcome::Enqueued)
                 }
                 Err(e) => Err(ArchiveError {
@@ -230,7 +232,7 @@ impl App {
         let delivery = match parsed {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(error = %e, "delivery refused");
+                tracing::warn!(error = %redact::reason(&e.to_string()), "delivery refused");
                 return WebhookResponse::from_delivery_error(&e);
             }
         };
@@ -270,6 +272,12 @@ impl App {
         message_id: &str,
         dequeue_count: u64,
     ) -> TransferAnswer {
+        let span =
+            tracing::info_span!("message", message_id = %redact::id(message_id), dequeue_count);
+        self.transfer_message(text).instrument(span).await
+    }
+
+    async fn transfer_message(&self, text: &str) -> TransferAnswer {
         let mut answer = TransferAnswer {
             archived: false,
             logs: Vec::new(),
@@ -277,7 +285,7 @@ impl App {
         let (outcomes, failures) = match self.archive_message(text).await {
             Ok(results) => results,
             Err(reason) => {
-                tracing::error!(message_id, dequeue_count, reason = %reason, "transfer message can never be processed; it will end in the poison queue");
+                tracing::error!(reason = %redact::reason(&reason), "transfer message can never be processed; it will end in the poison queue");
                 answer.logs.push(format!("permanent: {reason}"));
                 return answer;
             }
@@ -296,11 +304,9 @@ impl App {
         }
         answer.archived = failures.is_empty();
         if answer.archived {
-            tracing::info!(message_id, chunks = outcomes.len(), "transfer message done");
+            tracing::info!(chunks = outcomes.len(), "transfer message done");
         } else {
             tracing::warn!(
-                message_id,
-                dequeue_count,
                 failed = failures.len(),
                 "transfer message failed; it will be tried again"
             );
@@ -326,7 +332,13 @@ async fn submit(
 ) -> (Vec<ArchiveOutcome>, Vec<(ChunkJob, ArchiveError)>) {
     let results: Vec<_> = stream::iter(jobs)
         .map(|job| async move {
-            let result = archiver.archive(job.clone()).await;
+            let span = tracing::info_span!(
+                "chunk",
+                event_id = %redact::id(&job.event_id),
+                document_id = %redact::id(&job.document_id),
+                chunk = job.index,
+            );
+            let result = archiver.archive(job.clone()).instrument(span).await;
             (job, result)
         })
         .buffer_unordered(concurrency)
@@ -338,10 +350,13 @@ async fn submit(
         match result {
             Ok(o) => outcomes.push(o),
             Err(e) => {
+                let (event_id, document_id) =
+                    (redact::id(&job.event_id), redact::id(&job.document_id));
+                let error = redact::reason(&e.message);
                 if e.disposition == Disposition::Drop {
-                    tracing::error!(event_id = %job.event_id, document_id = %job.document_id, chunk = job.index, error = %e, "recording chunk can never be archived as sent");
+                    tracing::error!(%event_id, %document_id, chunk = job.index, %error, "recording chunk can never be archived as sent");
                 } else {
-                    tracing::warn!(event_id = %job.event_id, document_id = %job.document_id, chunk = job.index, error = %e, "recording chunk not archived yet; asking to be tried again");
+                    tracing::warn!(%event_id, %document_id, chunk = job.index, %error, "recording chunk not archived yet; asking to be tried again");
                 }
                 failures.push((job, e));
             }
@@ -392,14 +407,14 @@ pub fn parse_transfer_message(text: &str) -> Result<Vec<ChunkJob>, String> {
                     return Err(reasons.join("; "));
                 }
                 for e in &parsed.rejected {
-                    tracing::error!(event_id = event.id, reason = %e, "chunk rejected: it can never be archived as sent");
+                    tracing::error!(event_id = %redact::id(event.id), reason = %redact::reason(&e.to_string()), "chunk rejected: it can never be archived as sent");
                 }
                 jobs.extend(parsed.jobs);
             }
             EventKind::Invalid(reason) => return Err(reason.to_string()),
             _ => tracing::info!(
-                event_id = event.id,
-                event_type = event.event_type,
+                event_id = %redact::id(event.id),
+                event_type = %redact::id(event.event_type),
                 "queued event of another type ignored"
             ),
         }
@@ -423,7 +438,7 @@ impl Triage {
         match event.kind() {
             EventKind::Validation { code, url } => {
                 tracing::info!(
-                    event_id = event.id,
+                    event_id = %redact::id(event.id),
                     // The URL's `token` would let anyone validate the subscription: host only.
                     validation_host = url
                         .and_then(|u| url::Url::parse(u).ok())
@@ -435,13 +450,13 @@ impl Triage {
                 self.validation.get_or_insert_with(|| code.to_string());
             }
             EventKind::SubscriptionDeletion => {
-                tracing::info!(event_id = event.id, "subscription deletion acknowledged");
+                tracing::info!(event_id = %redact::id(event.id), "subscription deletion acknowledged");
                 self.acknowledged += 1;
             }
             EventKind::Other => {
                 tracing::info!(
-                    event_id = event.id,
-                    event_type = event.event_type,
+                    event_id = %redact::id(event.id),
+                    event_type = %redact::id(event.event_type),
                     "event of another type acknowledged and ignored"
                 );
                 self.acknowledged += 1;
@@ -465,7 +480,7 @@ impl Triage {
                             if self.seen_chunks.insert(job.document_id.clone()) {
                                 self.jobs.push(job);
                             } else {
-                                tracing::info!(event_id = %job.event_id, document_id = %job.document_id, "duplicate chunk in this delivery skipped");
+                                tracing::info!(event_id = %redact::id(&job.event_id), document_id = %redact::id(&job.document_id), "duplicate chunk in this delivery skipped");
                             }
                         }
                     }
@@ -479,9 +494,10 @@ impl Triage {
         self.reject(None, Some(event.id), reason, &raw);
     }
 
-    /// Logs a rejected event in full, so it can be inspected and replayed by hand.
+    /// Logs a rejected event with its id and reason, and enough of the event (clipped, URL
+    /// queries redacted) to recognise it in the sender's copy.
     fn reject(&mut self, position: Option<usize>, id: Option<&str>, reason: String, raw: &Value) {
-        tracing::error!(event_id = id.unwrap_or("-"), reason = %reason, event = %raw, "event rejected: it can never be processed as sent");
+        tracing::error!(event_id = %redact::id(id.unwrap_or("-")), reason = %redact::reason(&reason), event = %redact::event(raw), "event rejected: it can never be processed as sent");
         let mut entry = json!({ "reason": reason });
         if let Some(position) = position {
             entry["position"] = json!(position);
@@ -558,7 +574,7 @@ fn handshake(headers: &HeaderMap) -> WebhookResponse {
     match eventgrid::abuse_protection_grant(origin, header(headers, "webhook-request-rate")) {
         Some(grant) => {
             tracing::info!(
-                origin = origin.unwrap_or("-"),
+                origin = %redact::id(origin.unwrap_or("-")),
                 callback = header(headers, "webhook-request-callback").is_some(),
                 "granting the CloudEvents abuse-protection handshake"
             );

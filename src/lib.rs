@@ -9,6 +9,7 @@
 //! | module | job |
 //! |---|---|
 //! | [`disposition`] | what a caller must do with a finished unit of work: done, retry, drop |
+//! | [`redact`] | what of a request may reach a log line: clipped to a bound, URL query values as `***` (pure) |
 //! | [`config`] | every setting, read once from the environment and validated; [`config::Secret`] |
 //! | [`recording`] | recording events' data as typed per-chunk jobs (pure) |
 //! | [`clock`] | injected wall-clock time |
@@ -40,6 +41,7 @@ pub mod host;
 pub mod identity;
 pub mod queue;
 pub mod recording;
+pub mod redact;
 pub mod retry;
 pub mod transfer;
 pub mod wiring;

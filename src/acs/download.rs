@@ -15,6 +15,7 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use reqwest::Method;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 use url::Url;
 
 use super::{error_chain, header_text, sign, AcsError, Inner, TransportKind};
@@ -214,15 +215,19 @@ pub(crate) async fn start(inner: Arc<Inner>, url: Url, offset: u64) -> Result<Do
     let host = sign::authority(&url);
     let (head_tx, head_rx) = oneshot::channel();
     let (data_tx, data_rx) = mpsc::channel(CHANNEL_DEPTH);
-    tokio::spawn(run(
-        inner,
-        url,
-        offset,
-        Sink {
-            head: Some(head_tx),
-            data: data_tx,
-        },
-    ));
+    // The task logs resumptions under the span of the chunk that started it.
+    tokio::spawn(
+        run(
+            inner,
+            url,
+            offset,
+            Sink {
+                head: Some(head_tx),
+                data: data_tx,
+            },
+        )
+        .in_current_span(),
+    );
     let head = head_rx.await.map_err(|_| AcsError::Transport {
         host,
         kind: TransportKind::Other,

@@ -12,12 +12,14 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, Method, StatusCode};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 use warp::filters::path::FullPath;
 use warp::Filter;
 
 use crate::app::{App, WebhookRequest, WebhookResponse};
 use crate::eventgrid::DeliveryError;
 use crate::host::invocation::{Invocation, InvocationResponse};
+use crate::redact;
 
 /// The route the host forwards `RecordingWebhook` requests to (`routePrefix` "api").
 pub const WEBHOOK_PATH: &str = "/api/recordingwebhook";
@@ -73,6 +75,9 @@ pub async fn serve(
     }
 }
 
+/// Runs one request inside its own span. The span is attached to the future (never entered
+/// across an `.await`), so every line logged while this request is polled carries its
+/// invocation id, and only its own, however many requests run at once.
 async fn dispatch<S, B>(
     method: Method,
     path: FullPath,
@@ -87,11 +92,29 @@ where
     let invocation = headers
         .get("x-azure-functions-invocationid")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string();
-    let span =
-        tracing::info_span!("request", %method, path = path.as_str(), invocation = %invocation);
-    let _enter = span.enter();
+        .unwrap_or("-");
+    let span = tracing::info_span!(
+        "request",
+        %method,
+        path = %redact::id(path.as_str()),
+        invocation = %redact::id(invocation),
+    );
+    handle(method, path, headers, body, app)
+        .instrument(span)
+        .await
+}
+
+async fn handle<S, B>(
+    method: Method,
+    path: FullPath,
+    headers: HeaderMap,
+    body: S,
+    app: App,
+) -> http::Response<String>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
     let lower = path.as_str().trim_end_matches('/').to_ascii_lowercase();
     let response = match lower.as_str() {
         "" if method == Method::GET || method == Method::HEAD => {
