@@ -12,8 +12,9 @@ use serde_json::Value;
 
 /// Event type of the Event Grid schema's subscription validation handshake.
 pub const VALIDATION_EVENT: &str = "Microsoft.EventGrid.SubscriptionValidationEvent";
-/// Event type sent when a subscription is deleted.
-pub const DELETION_EVENT: &str = "Microsoft.EventGrid.SubscriptionDeletionEvent";
+/// Event type sent when a subscription is deleted (`SubscriptionDeletedEventData` in the Event
+/// Grid SDKs' system-event lists).
+pub const DELETION_EVENT: &str = "Microsoft.EventGrid.SubscriptionDeletedEvent";
 
 /// Which schema an event is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -444,14 +445,48 @@ mod tests {
                 ),
                 (Some("Audio"), Some("Mixed"), Some("Mp3"))
             );
+            assert_eq!(j.call.call_id.as_deref(), Some("{call-id}"));
+            assert_eq!(j.call.recording_id.as_deref(), Some("{recording-id}"));
             let ChunkSource::Located { delete, .. } = &j.source else {
                 panic!()
             };
-            assert!(delete
-                .as_ref()
-                .unwrap()
-                .as_str()
-                .ends_with("/content/deletedata"));
+            assert_eq!(
+                delete.as_ref().unwrap().path(),
+                "/v1/objects/0-eus-d12-801b3f3fc462fe8a01e6810cbff729b8/content/deletedata",
+                "the REST spec example's deleteLocation form"
+            );
+        }
+
+        #[test]
+        fn event_grid_docs_sample_gives_every_id_and_its_delete_url() {
+            let jobs = jobs(include_str!("../tests/data/recording_ga_docs_sample.json"));
+            let j = &jobs[0];
+            assert_eq!(
+                (
+                    j.call.call_id.as_deref(),
+                    j.call.server_call_id.as_deref(),
+                    j.call.recording_id.as_deref()
+                ),
+                (
+                    Some("{call-id}"),
+                    Some("{server-call-id}"),
+                    Some("{recording-id}")
+                )
+            );
+            let ChunkSource::Located { delete, .. } = &j.source else {
+                panic!("{:?}", j.source)
+            };
+            assert_eq!(
+                delete.as_ref().unwrap().as_str(),
+                "https://us-storage.asm.skype.com/v1/objects/0-eus-d1-83e9599991e21ad21220427d78fbf558",
+                "the docs sample's deleteLocation form, kept as sent"
+            );
+            let t =
+                crate::config::BlobNameTemplate::parse("{recordingId}/{documentId}.{ext}").unwrap();
+            assert_eq!(
+                j.blob_names(&t, crate::recording::MediaFormat::MP4).media,
+                "_recording-id_/0-eus-d12-801b3f3fc462fe8a01e6810cbff729b8.mp4"
+            );
         }
 
         #[test]

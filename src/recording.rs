@@ -35,8 +35,10 @@ pub enum ChunkSource {
     },
 }
 
-/// Ids of the call, as far as the event's `subject` reveals them. The subject's shape differs
-/// between docs and samples, so every part is optional and nothing depends on it.
+/// Ids of the call, as far as the event's `subject` reveals them. Microsoft's two GA samples
+/// disagree on the subject: `/recording/call/{callId}/serverCallId/{serverCallId}/recordingId/{recordingId}`
+/// (Event Grid docs) and `/recording/call/{callId}/recordingId/{recordingId}` (REST spec
+/// example), so every part is optional and nothing but naming depends on it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CallIds {
@@ -51,21 +53,43 @@ pub struct CallIds {
     pub recording_id: Option<String>,
 }
 
+/// Longest id kept from a subject: ids travel in every queue message (64 KiB at most), so a
+/// hostile subject must not make a job unsendable.
+const MAX_SUBJECT_ID: usize = 256;
+
 impl CallIds {
-    /// Reads the ids out of a subject like `/recording/call/{c}/serverCallId/{s}`. Unknown
-    /// shapes give empty ids, never an error.
+    /// Reads the ids out of a subject in either published shape. A value runs up to the next
+    /// key, so a server call id holding `/` (base64) stays whole. Unknown shapes, and values
+    /// longer than [`MAX_SUBJECT_ID`], give empty ids, never an error.
     pub fn from_subject(subject: Option<&str>) -> CallIds {
         let mut ids = CallIds::default();
         let Some(subject) = subject else { return ids };
-        let parts: Vec<&str> = subject.split('/').filter(|p| !p.is_empty()).collect();
-        for pair in parts.windows(2) {
-            let value = Some(pair[1].to_string());
-            match pair[0].to_ascii_lowercase().as_str() {
-                "call" => ids.call_id = value,
-                "servercallid" => ids.server_call_id = value,
-                "recordingid" => ids.recording_id = value,
-                _ => {}
+        let parts: Vec<&str> = subject.split('/').collect();
+        let key_of = |part: &str| {
+            ["call", "serverCallId", "recordingId"]
+                .iter()
+                .position(|k| part.eq_ignore_ascii_case(k))
+        };
+        let mut i = 0;
+        while i < parts.len() {
+            let Some(key) = key_of(parts[i]) else {
+                i += 1;
+                continue;
+            };
+            let end = (i + 1..parts.len())
+                .find(|&j| key_of(parts[j]).is_some())
+                .unwrap_or(parts.len());
+            let value = parts[i + 1..end].join("/");
+            let value = value.trim_matches('/');
+            let slot = match key {
+                0 => &mut ids.call_id,
+                1 => &mut ids.server_call_id,
+                _ => &mut ids.recording_id,
+            };
+            if slot.is_none() && !value.is_empty() && value.len() <= MAX_SUBJECT_ID {
+                *slot = Some(value.to_string());
             }
+            i = end;
         }
         ids
     }
@@ -512,13 +536,33 @@ mod tests {
     }
 
     #[test]
-    fn subject_ids_are_read_when_present_and_ignored_otherwise() {
+    fn subject_ids_are_read_from_both_published_shapes() {
+        // REST spec example.
         let ids = CallIds::from_subject(Some("/recording/call/c-1/recordingId/r-9"));
         assert_eq!(ids.call_id.as_deref(), Some("c-1"));
         assert_eq!(ids.recording_id.as_deref(), Some("r-9"));
         assert_eq!(ids.server_call_id, None);
+        // Event Grid docs sample; a base64 server call id may hold '/'.
+        let ids = CallIds::from_subject(Some(
+            "/recording/call/c-1/serverCallId/aHR0c/Hs+1=/recordingId/r-9",
+        ));
+        assert_eq!(ids.call_id.as_deref(), Some("c-1"));
+        assert_eq!(ids.server_call_id.as_deref(), Some("aHR0c/Hs+1="));
+        assert_eq!(ids.recording_id.as_deref(), Some("r-9"));
+    }
+
+    #[test]
+    fn unknown_or_oversized_subjects_give_no_ids() {
         assert_eq!(CallIds::from_subject(Some("whatever")), CallIds::default());
         assert_eq!(CallIds::from_subject(None), CallIds::default());
+        assert_eq!(
+            CallIds::from_subject(Some("/recording/call//recordingId/")),
+            CallIds::default()
+        );
+        let long = format!("/recording/call/c-1/recordingId/{}", "r".repeat(10_000));
+        let ids = CallIds::from_subject(Some(&long));
+        assert_eq!(ids.call_id.as_deref(), Some("c-1"));
+        assert_eq!(ids.recording_id, None);
     }
 
     #[test]

@@ -82,6 +82,58 @@ async fn a_three_chunk_recording_lands_byte_exact_with_names_types_and_records()
     );
 }
 
+/// Microsoft's two GA samples name the delete URL differently: `.../v1/objects/{id}` (Event
+/// Grid docs) and `.../v1/objects/{id}/content/deletedata` (REST spec example). A recording
+/// whose chunks use either form is freed; the subject's recordingId names the blobs and is
+/// kept in the archive record.
+#[tokio::test]
+async fn both_published_delete_url_forms_free_the_recording_named_by_recording_id() {
+    let emu = emulator().await;
+    let docs = ["0-wus-d9-aaaa", "0-wus-d9-bbbb"];
+    for doc in docs {
+        emu.add_recording(doc, MIB / 2, 9, RecordingFormat::Mp4);
+    }
+    let mut env = handler_env(Some(&emu));
+    set(&mut env, "ARCHIVE_MODE", "inline");
+    set(&mut env, "DELETE_AFTER_ARCHIVE", "true");
+    set(
+        &mut env,
+        "BLOB_NAME_TEMPLATE",
+        "{recordingId}/{index}-{documentId}.{ext}",
+    );
+    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
+        .await
+        .unwrap();
+    let mut event = ga_event(&emu, "evt-forms", "call-forms", &docs, "Mp4");
+    let bare = emu
+        .delete_url(docs[0])
+        .trim_end_matches("/content/deletedata")
+        .to_string();
+    event["data"]["recordingStorageInfo"]["recordingChunks"][0]["deleteLocation"] = json!(bare);
+    assert!(event["subject"]
+        .as_str()
+        .unwrap()
+        .ends_with("/recordingId/recording-call-forms"));
+    let (status, body) = post_event(&h, &event).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["chunks"]["archived"], 2, "{body}");
+    for doc in docs {
+        assert!(emu.is_deleted(doc), "{doc} was not freed in ACS");
+    }
+    let record: Value = serde_json::from_slice(
+        &read_blob(
+            &container_of(&env),
+            &format!("recording-call-forms/000-{}.mp4.json", docs[0]),
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(
+        record["archive"]["call"],
+        json!({"callId": "call-forms", "serverCallId": "server-call-forms", "recordingId": "recording-call-forms"})
+    );
+}
+
 #[tokio::test]
 async fn duplicate_deliveries_leave_one_blob_per_chunk() {
     let emu = emulator().await;

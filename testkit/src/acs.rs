@@ -4,7 +4,8 @@
 //! - the **ACS resource** ([`AcsEmulator::acs_endpoint`]), serving the 2021 preview URLs
 //!   `/recording/download/{id}?api-version=2021-04-15-preview1` and `.../{id}/metadata`;
 //! - the **storage host** ([`AcsEmulator::storage_authority`]), serving the GA URLs
-//!   `/v1/objects/{id}/content/{video|audio|acsmetadata|deletedata}`.
+//!   `/v1/objects/{id}/content/{video|audio|acsmetadata|deletedata}`, and `DELETE
+//!   /v1/objects/{id}` (the delete form of the Event Grid docs' sample).
 //!
 //! Every request must be signed for the ACS resource: on the storage host that means
 //! `x-ms-host` naming the resource, exactly the detail clients get wrong. A bad signature,
@@ -573,11 +574,12 @@ fn route(server: Server, request: &Request) -> Route {
         (Server::Storage, ["v1", "objects", id, "content", "acsmetadata"]) if get => {
             Route::Metadata(id.to_string())
         }
-        (Server::Storage, ["v1", "objects", id, "content", "deletedata"])
-            if request.method == "DELETE" =>
-        {
-            Route::Delete(id.to_string())
-        }
+        // Both published deleteLocation forms: `.../{id}/content/deletedata` (REST spec
+        // example) and `.../{id}` (Event Grid docs sample).
+        (
+            Server::Storage,
+            ["v1", "objects", id, "content", "deletedata"] | ["v1", "objects", id],
+        ) if request.method == "DELETE" => Route::Delete(id.to_string()),
         (Server::Storage, ["v1", "objects", id, "content", kind])
             if get && matches!(*kind, "video" | "audio") =>
         {
@@ -979,7 +981,8 @@ pub fn ga_event(
     serde_json::json!({
         "id": event_id,
         "topic": "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/emulated/providers/microsoft.communication/communicationservices/emulated",
-        "subject": format!("/recording/call/{call_id}/serverCallId/server-{call_id}"),
+        // The Event Grid docs' GA sample shape (communication-services-voice-video-events.md).
+        "subject": format!("/recording/call/{call_id}/serverCallId/server-{call_id}/recordingId/recording-{call_id}"),
         "data": {
             "recordingStorageInfo": {"recordingChunks": listed},
             "recordingStartTime": rfc3339(started),
@@ -1046,6 +1049,10 @@ mod tests {
                 Server::Storage,
                 &request("DELETE", "/v1/objects/d1/content/deletedata")
             ),
+            Route::Delete("d1".into())
+        );
+        assert_eq!(
+            route(Server::Storage, &request("DELETE", "/v1/objects/d1")),
             Route::Delete("d1".into())
         );
         assert_eq!(
