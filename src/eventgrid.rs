@@ -5,10 +5,21 @@
 //!   `application/cloudevents-batch+json` (an array); Event Grid checks the endpoint first with
 //!   an `OPTIONS` abuse-protection handshake instead of a validation event.
 //!
-//! A delivery is first checked as a whole ([`parse_delivery`]: media type, JSON, shape); then
-//! each event stands alone, so one bad event never costs the others ([`Delivery::events`]).
+//! A delivery is first checked as a whole ([`parse_delivery`]: media type, JSON, shape, at most
+//! [`MAX_EVENTS_PER_DELIVERY`] events); then each event stands alone, so one bad event never
+//! costs the others ([`Delivery::events`]). Events are read from borrowed slices of the body
+//! (see [`crate::json`]), so reading a delivery costs about its size whatever its shape.
 
-use serde_json::Value;
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::json;
+
+/// Most events one delivery may hold: Event Grid's largest batch (`maxEventsPerBatch` is 1 to
+/// 5000). A longer array cannot come from Event Grid and is refused before it is read whole.
+pub const MAX_EVENTS_PER_DELIVERY: usize = 5000;
 
 /// Event type of the Event Grid schema's subscription validation handshake.
 pub const VALIDATION_EVENT: &str = "Microsoft.EventGrid.SubscriptionValidationEvent";
@@ -52,6 +63,9 @@ pub enum DeliveryError {
     /// The array is empty.
     #[error("delivery holds no events")]
     Empty,
+    /// More events than any Event Grid batch holds.
+    #[error("delivery holds more than {0} events, more than Event Grid ever sends at once")]
+    TooManyEvents(usize),
     /// The body is larger than allowed.
     #[error("body of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge {
@@ -95,20 +109,21 @@ pub fn media_type(content_type: Option<&str>) -> Result<MediaType, DeliveryError
 
 /// A delivery whose body parsed: the raw items, each to be read on its own.
 #[derive(Debug)]
-pub struct Delivery {
-    items: Vec<Value>,
+pub struct Delivery<'a> {
+    items: Vec<&'a RawValue>,
 }
 
 /// Parses a delivery body. Whatever the JSON media type, an object is read as a single event
 /// and an array as a batch: CloudEvents structured mode sends one object, Event Grid always
 /// sends arrays, and being strict about which goes with which would only lose events.
-pub fn parse_delivery(body: &[u8]) -> Result<Delivery, DeliveryError> {
-    let value: Value =
+pub fn parse_delivery(body: &[u8]) -> Result<Delivery<'_>, DeliveryError> {
+    let value: &RawValue =
         serde_json::from_slice(body).map_err(|e| DeliveryError::MalformedJson(format!("{e}")))?;
-    let items = match value {
-        Value::Array(items) => items,
-        Value::Object(_) => vec![value],
-        other => return Err(DeliveryError::NotEvents(json_kind(&other))),
+    let items = match json::array(value, MAX_EVENTS_PER_DELIVERY) {
+        Ok(items) => items,
+        Err(json::ArrayError::TooLong { max }) => return Err(DeliveryError::TooManyEvents(max)),
+        Err(json::ArrayError::NotArray(_)) if json::is_object(value) => vec![value],
+        Err(json::ArrayError::NotArray(kind)) => return Err(DeliveryError::NotEvents(kind)),
     };
     if items.is_empty() {
         return Err(DeliveryError::Empty);
@@ -116,7 +131,7 @@ pub fn parse_delivery(body: &[u8]) -> Result<Delivery, DeliveryError> {
     Ok(Delivery { items })
 }
 
-impl Delivery {
+impl<'a> Delivery<'a> {
     /// How many items the delivery holds.
     pub fn len(&self) -> usize {
         self.items.len()
@@ -129,8 +144,8 @@ impl Delivery {
 
     /// Each item read as an event, or the reason it cannot be, with the raw item kept for the
     /// log.
-    pub fn events(&self) -> impl Iterator<Item = Result<Event<'_>, RejectedEvent<'_>>> {
-        self.items.iter().enumerate().map(|(position, raw)| {
+    pub fn events(&self) -> impl Iterator<Item = Result<Event<'a>, RejectedEvent<'a>>> + '_ {
+        self.items.iter().enumerate().map(|(position, &raw)| {
             Event::read(raw).map_err(|reason| RejectedEvent {
                 position,
                 reason,
@@ -148,56 +163,87 @@ pub struct RejectedEvent<'a> {
     /// Why it is rejected, naming the field.
     pub reason: String,
     /// The event as received.
-    pub raw: &'a Value,
+    pub raw: &'a RawValue,
 }
 
-/// One event's envelope, in either schema.
-#[derive(Debug, Clone, Copy)]
+/// One event's envelope, in either schema. Strings borrow from the body unless they hold
+/// escapes.
+#[derive(Debug, Clone)]
 pub struct Event<'a> {
     /// `id`: unique per event, stable across redeliveries.
-    pub id: &'a str,
+    pub id: Cow<'a, str>,
     /// `eventType` / `type`.
-    pub event_type: &'a str,
+    pub event_type: Cow<'a, str>,
     /// `subject`.
-    pub subject: Option<&'a str>,
+    pub subject: Option<Cow<'a, str>>,
     /// `eventTime` / `time`.
-    pub time: Option<&'a str>,
-    /// `data` (`Null` when absent).
-    pub data: &'a Value,
+    pub time: Option<Cow<'a, str>>,
+    /// `data` (`None` when absent or null).
+    pub data: Option<&'a RawValue>,
     /// The schema the event is written in.
     pub schema: Schema,
+    /// The event as received.
+    pub raw: &'a RawValue,
 }
 
-static NULL: Value = Value::Null;
+/// The envelope fields either schema may use; all others are skipped unread.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "eventType")]
+    event_type: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "type")]
+    ce_type: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    subject: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "eventTime")]
+    event_time: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    time: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    specversion: Option<&'a RawValue>,
+    // The spec example spells it `specVersion`; the CloudEvents spec says `specversion`.
+    #[serde(borrow, default, rename = "specVersion")]
+    spec_version: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    data_base64: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ValidationData<'a> {
+    #[serde(borrow, default)]
+    validation_code: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    validation_url: Option<&'a RawValue>,
+}
 
 impl<'a> Event<'a> {
     /// Reads one event in either schema, or says which field is missing.
-    pub fn read(raw: &'a Value) -> Result<Event<'a>, String> {
-        let obj = raw
-            .as_object()
-            .ok_or_else(|| format!("event must be an object, found {}", json_kind(raw)))?;
-        // The spec example spells it `specVersion`; the CloudEvents spec says `specversion`.
-        let schema = if obj.contains_key("specversion") || obj.contains_key("specVersion") {
+    pub fn read(raw: &'a RawValue) -> Result<Event<'a>, String> {
+        if !json::is_object(raw) {
+            return Err(format!(
+                "event must be an object, found {}",
+                json::kind(raw)
+            ));
+        }
+        let env: Envelope<'a> = json::object(raw).map_err(|e| format!("event {e}"))?;
+        let schema = if env.specversion.is_some() || env.spec_version.is_some() {
             Schema::CloudEvents
         } else {
             Schema::EventGrid
         };
-        let (type_field, time_field) = match schema {
-            Schema::EventGrid => ("eventType", "eventTime"),
-            Schema::CloudEvents => ("type", "time"),
+        let (type_field, event_type, time) = match schema {
+            Schema::EventGrid => ("eventType", env.event_type, env.event_time),
+            Schema::CloudEvents => ("type", env.ce_type, env.time),
         };
-        let text = |name: &str| {
-            obj.get(name)
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-        };
-        let id = text("id").ok_or("id: is required")?;
-        let event_type = text(type_field).ok_or_else(|| format!("{type_field}: is required"))?;
-        if schema == Schema::CloudEvents
-            && obj.get("data").is_none()
-            && obj.contains_key("data_base64")
-        {
+        let id = json::text(env.id).ok_or("id: is required")?;
+        let event_type =
+            json::text(event_type).ok_or_else(|| format!("{type_field}: is required"))?;
+        if schema == Schema::CloudEvents && env.data.is_none() && env.data_base64.is_some() {
             return Err(
                 "data_base64: binary CloudEvents data is not supported, send JSON data".into(),
             );
@@ -205,24 +251,28 @@ impl<'a> Event<'a> {
         Ok(Event {
             id,
             event_type,
-            subject: text("subject"),
-            time: text(time_field),
-            data: obj.get("data").unwrap_or(&NULL),
+            subject: json::text(env.subject),
+            time: json::text(time),
+            data: env.data,
             schema,
+            raw,
         })
     }
 
     /// What kind of event this is. Type names are compared case-insensitively, as Event Grid
     /// and the official samples do.
     pub fn kind(&self) -> EventKind<'a> {
-        let t = self.event_type;
+        let t = &*self.event_type;
         if t.eq_ignore_ascii_case(VALIDATION_EVENT) {
-            match self.data.get("validationCode").and_then(Value::as_str) {
-                Some(code) if !code.is_empty() => EventKind::Validation {
+            let data = self
+                .data
+                .and_then(|d| json::object::<ValidationData<'a>>(d).ok());
+            match data.as_ref().and_then(|d| json::text(d.validation_code)) {
+                Some(code) => EventKind::Validation {
                     code,
-                    url: self.data.get("validationUrl").and_then(Value::as_str),
+                    url: data.and_then(|d| json::text(d.validation_url)),
                 },
-                _ => EventKind::Invalid("data.validationCode: is required"),
+                None => EventKind::Invalid("data.validationCode: is required"),
             }
         } else if t.eq_ignore_ascii_case(DELETION_EVENT) {
             EventKind::SubscriptionDeletion
@@ -235,14 +285,14 @@ impl<'a> Event<'a> {
 }
 
 /// What an event asks of us.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind<'a> {
     /// Answer `{"validationResponse": code}`.
     Validation {
         /// `data.validationCode`.
-        code: &'a str,
+        code: Cow<'a, str>,
         /// `data.validationUrl` (for manual validation within 5 minutes).
-        url: Option<&'a str>,
+        url: Option<Cow<'a, str>>,
     },
     /// The subscription is being deleted: acknowledge.
     SubscriptionDeletion,
@@ -274,17 +324,6 @@ pub fn abuse_protection_grant(
     ])
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +353,10 @@ mod tests {
         assert_eq!(err.status(), 400);
         assert!(err.to_string().contains("line 1"), "{err}");
         assert_eq!(parse_delivery(b"[]").unwrap_err(), DeliveryError::Empty);
+        let batch = format!("[{}{{}}]", "{},".repeat(MAX_EVENTS_PER_DELIVERY));
+        let err = parse_delivery(batch.as_bytes()).unwrap_err();
+        assert_eq!(err, DeliveryError::TooManyEvents(MAX_EVENTS_PER_DELIVERY));
+        assert_eq!(err.status(), 400);
         assert_eq!(
             parse_delivery(b"42").unwrap_err(),
             DeliveryError::NotEvents("a number")
@@ -334,7 +377,7 @@ mod tests {
         assert_eq!(results[2].as_ref().unwrap_err().reason, "id: is required");
         let ce = results[3].as_ref().unwrap();
         assert_eq!(
-            (ce.schema, ce.event_type, ce.time),
+            (ce.schema, &*ce.event_type, ce.time.as_deref()),
             (Schema::CloudEvents, "Z", Some("t"))
         );
     }
@@ -376,9 +419,9 @@ mod tests {
                 let event = event.unwrap();
                 assert_eq!(event.kind(), EventKind::Recording);
                 let ctx = EventContext {
-                    id: event.id,
-                    subject: event.subject,
-                    time: event.time,
+                    id: &event.id,
+                    subject: event.subject.as_deref(),
+                    time: event.time.as_deref(),
                 };
                 let parsed = parse_recording_data(ctx, event.data).unwrap();
                 assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
@@ -436,7 +479,7 @@ mod tests {
             let ce = jobs(include_str!("../tests/data/recording_ga_cloudevent.json"));
             assert_eq!(eg, ce);
             let j = &eg[0];
-            assert_eq!(j.event_id, "7283825e-f8f1-4c61-a9ea-752c56890500");
+            assert_eq!(&*j.event_id, "7283825e-f8f1-4c61-a9ea-752c56890500");
             assert_eq!(
                 (
                     j.content_type.as_deref(),
@@ -505,13 +548,11 @@ mod tests {
             let d =
                 parse_delivery(include_bytes!("../tests/data/eventgrid_validation.json")).unwrap();
             let e = d.events().next().unwrap().unwrap();
-            assert!(matches!(
-                e.kind(),
-                EventKind::Validation {
-                    code: "512d38b6-c7b8-40c8-89fe-f46f9e9622b6",
-                    url: Some(_)
-                }
-            ));
+            let EventKind::Validation { code, url } = e.kind() else {
+                panic!("{:?}", e.kind())
+            };
+            assert_eq!(code, "512d38b6-c7b8-40c8-89fe-f46f9e9622b6");
+            assert!(url.is_some());
             let d = parse_delivery(include_bytes!(
                 "../tests/data/eventgrid_subscription_deletion.json"
             ))
@@ -532,9 +573,9 @@ mod tests {
             .unwrap();
             let e = d.events().next().unwrap().unwrap();
             let ctx = EventContext {
-                id: e.id,
-                subject: e.subject,
-                time: e.time,
+                id: &e.id,
+                subject: e.subject.as_deref(),
+                time: e.time.as_deref(),
             };
             let parsed = parse_recording_data(ctx, e.data).unwrap();
             assert!(parsed.jobs.is_empty());

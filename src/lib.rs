@@ -10,6 +10,7 @@
 //! |---|---|
 //! | [`disposition`] | what a caller must do with a finished unit of work: done, retry, drop |
 //! | [`redact`] | what of a request may reach a log line: clipped to a bound, URL query values as `***` (pure) |
+//! | [`json`] | reading untrusted JSON at a cost proportional to its size (pure) |
 //! | [`config`] | every setting, read once from the environment and validated; [`config::Secret`] |
 //! | [`recording`] | recording events' data as typed per-chunk jobs (pure) |
 //! | [`clock`] | injected wall-clock time |
@@ -39,6 +40,7 @@ pub mod disposition;
 pub mod eventgrid;
 pub mod host;
 pub mod identity;
+pub mod json;
 pub mod queue;
 pub mod recording;
 pub mod redact;

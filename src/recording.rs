@@ -5,17 +5,36 @@
 //! with `deleteLocation` and the content/channel/format types. All three become the same
 //! [`ChunkJob`]; only [`ChunkSource`] differs. Pure: no I/O.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use url::Url;
 
 use crate::config::naming::{BlobNameTemplate, Part, Placeholder};
+use crate::json;
 
 /// The event type this app archives.
 pub const RECORDING_EVENT_TYPE: &str = "Microsoft.Communication.RecordingFileStatusUpdated";
 
+/// Most chunks one event may list; an event listing more is rejected like any malformed event.
+/// ACS cuts a chunk at 4 h or 1.5 GB, so 1,000 chunks is more than five months of one call or
+/// 1.5 TB; the cap bounds what one event can cost to read, hold and enqueue.
+pub const MAX_CHUNKS_PER_EVENT: usize = 1000;
+
+/// Longest location URL accepted. ACS locations are about 120 bytes; servers, proxies and
+/// HTTP clients refuse URIs of a few KiB, so a longer one can never be fetched and is refused
+/// at once instead of being retried.
+pub const MAX_URL_BYTES: usize = 2048;
+
+/// Longest id or event string kept (event id, call ids, times, type names). ACS ids are under
+/// 100 bytes; longer ones are refused rather than copied into every job and blob record.
+pub const MAX_ID_BYTES: usize = 512;
+
 /// Where a chunk's media and metadata are fetched from.
-// One per chunk and short-lived: the size gap to `Preview` costs nothing worth a box.
+// One per chunk, and at most a delivery's concurrency of them live at once: the size gap to
+// `Preview` costs nothing worth a box.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
@@ -93,15 +112,23 @@ impl CallIds {
         }
         ids
     }
+
+    fn all(&self) -> impl Iterator<Item = &str> {
+        [&self.call_id, &self.server_call_id, &self.recording_id]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
 }
 
 /// Everything needed to archive one recording chunk. Small and serialisable: in queue mode it
-/// is the queue message.
+/// is the queue message. What all chunks of an event share (ids, times, types, the sibling
+/// list) is reference-counted, so an event's jobs together cost about what the event did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChunkJob {
     /// The Event Grid / CloudEvents `id` of the event this job came from.
-    pub event_id: String,
+    pub event_id: Arc<str>,
     /// Ids from the event subject.
     #[serde(default)]
     pub call: CallIds,
@@ -116,29 +143,60 @@ pub struct ChunkJob {
     pub end_reason: Option<String>,
     /// `recordingStartTime` (RFC 3339), or the event time when that is missing or malformed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recording_start_time: Option<String>,
+    pub recording_start_time: Option<Arc<str>>,
     /// `recordingDurationMs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording_duration_ms: Option<u64>,
     /// `sessionEndReason`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_end_reason: Option<String>,
+    pub session_end_reason: Option<Arc<str>>,
     /// `recordingContentType`: `AudioVideo` or `Audio` (GA only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content_type: Option<String>,
+    pub content_type: Option<Arc<str>>,
     /// `recordingChannelType`: `Mixed` or `Unmixed` (GA only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel_type: Option<String>,
+    pub channel_type: Option<Arc<str>>,
     /// `recordingFormatType`: `Mp4`, `Mp3` or `Wav` (GA only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format_type: Option<String>,
+    pub format_type: Option<Arc<str>>,
     /// Where to fetch the chunk.
     pub source: ChunkSource,
     /// Every chunk of the recording (this one included), so whichever chunk finishes last can
-    /// tell that the whole recording is archived. Empty when the event held a chunk that
-    /// could not be read: the set is then incomplete, and nothing is ever deleted from ACS.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub siblings: Vec<SiblingChunk>,
+    /// tell that the whole recording is archived and delete it (`DELETE_AFTER_ARCHIVE`).
+    /// Shared by all jobs of the event. Empty when the recording can never be deleted by us:
+    /// a chunk of the event was unreadable (the set is incomplete), or not every chunk has a
+    /// `deleteLocation`, or (queue mode) the list does not fit in a queue message.
+    #[serde(default, skip_serializing_if = "<[SiblingChunk]>::is_empty")]
+    pub siblings: Siblings,
+}
+
+/// The chunks of one recording, shared by the jobs of all of them: reading an event of n
+/// chunks costs O(n), not the O(n²) of a list per job. Reads as a slice.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Siblings(Arc<[SiblingChunk]>);
+
+impl std::ops::Deref for Siblings {
+    type Target = [SiblingChunk];
+
+    fn deref(&self) -> &[SiblingChunk] {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Siblings {
+    type Item = &'a SiblingChunk;
+    type IntoIter = std::slice::Iter<'a, SiblingChunk>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl From<Vec<SiblingChunk>> for Siblings {
+    fn from(list: Vec<SiblingChunk>) -> Self {
+        Siblings(list.into())
+    }
 }
 
 /// One chunk of a recording, as its siblings know it.
@@ -163,6 +221,105 @@ impl ChunkJob {
             ..self.clone()
         }
     }
+
+    /// Checks what the webhook checks while reading an event, for a job that arrives already
+    /// built (a queue message, a replayed file): a job that fails can never be archived, and
+    /// is refused before anything is downloaded.
+    pub fn check(&self) -> Result<(), FieldError> {
+        check_id("eventId", &self.event_id)?;
+        check_document_id("documentId", &self.document_id)?;
+        for id in self.call.all() {
+            check_id("call", id)?;
+        }
+        for (name, value) in [
+            ("recordingStartTime", &self.recording_start_time),
+            ("sessionEndReason", &self.session_end_reason),
+            ("contentType", &self.content_type),
+            ("channelType", &self.channel_type),
+            ("formatType", &self.format_type),
+        ] {
+            if let Some(value) = value {
+                check_id(name, value)?;
+            }
+        }
+        if let Some(reason) = &self.end_reason {
+            check_id("endReason", reason)?;
+        }
+        if self.chunk_count == 0 || self.chunk_count as usize > MAX_CHUNKS_PER_EVENT {
+            return Err(FieldError::new(
+                "chunkCount",
+                format!("must be between 1 and {MAX_CHUNKS_PER_EVENT}"),
+            ));
+        }
+        if let ChunkSource::Located {
+            content,
+            metadata,
+            delete,
+        } = &self.source
+        {
+            for (name, url) in [
+                ("source.content", Some(content)),
+                ("source.metadata", metadata.as_ref()),
+                ("source.delete", delete.as_ref()),
+            ] {
+                if let Some(url) = url {
+                    check_url_length(name, url.as_str())?;
+                }
+            }
+        }
+        if self.siblings.len() > self.chunk_count as usize {
+            return Err(FieldError::new(
+                "siblings",
+                "lists more chunks than chunkCount",
+            ));
+        }
+        for (i, sibling) in self.siblings.iter().enumerate() {
+            check_document_id(&format!("siblings[{i}].documentId"), &sibling.document_id)?;
+            if let Some(url) = &sibling.delete {
+                check_url_length(&format!("siblings[{i}].delete"), url.as_str())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_id(field: &str, value: &str) -> Result<(), FieldError> {
+    if value.len() > MAX_ID_BYTES {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "is {} bytes long; at most {MAX_ID_BYTES} are accepted",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_document_id(field: &str, id: &str) -> Result<(), FieldError> {
+    if id.is_empty() {
+        return Err(FieldError::new(field, "is required"));
+    }
+    if !is_safe_document_id(id) {
+        return Err(FieldError::new(
+            field,
+            "may hold only letters, digits, '-', '_' and '.' (at most 256, not starting with '.')",
+        ));
+    }
+    Ok(())
+}
+
+fn check_url_length(field: &str, url: &str) -> Result<(), FieldError> {
+    if url.len() > MAX_URL_BYTES {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "is {} bytes long; a location over {MAX_URL_BYTES} bytes can never be fetched",
+                url.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A field of a recording event that is missing or unusable. `field` is a JSON path such as
@@ -205,76 +362,144 @@ pub struct EventContext<'a> {
     pub time: Option<&'a str>,
 }
 
-/// Turns a recording event's `data` into chunk jobs.
+/// The fields of a recording event's `data` this app reads; others are skipped unread.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DataFields<'a> {
+    #[serde(borrow, default)]
+    recording_storage_info: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    recording_start_time: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    recording_duration_ms: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    session_end_reason: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    recording_content_type: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    recording_channel_type: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    recording_format_type: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StorageInfo<'a> {
+    #[serde(borrow, default)]
+    recording_chunks: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChunkFields<'a> {
+    #[serde(borrow, default)]
+    document_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    index: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    end_reason: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    content_location: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    metadata_location: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    delete_location: Option<&'a RawValue>,
+}
+
+const CHUNKS: &str = "data.recordingStorageInfo.recordingChunks";
+
+/// Turns a recording event's `data` (`None` when the event has none) into chunk jobs.
 ///
-/// An error for the whole event when `data` lacks the chunk list; otherwise each chunk stands
-/// alone, so one malformed chunk never costs the others.
+/// An error for the whole event when `data` lacks the chunk list, lists more than
+/// [`MAX_CHUNKS_PER_EVENT`], or carries an id too long to keep; otherwise each chunk stands
+/// alone, so one malformed chunk never costs the others. The cost is linear in the size of
+/// `data`: fields are read from borrowed slices, and what chunks share is shared.
 pub fn parse_recording_data(
     ctx: EventContext<'_>,
-    data: &Value,
+    data: Option<&RawValue>,
 ) -> Result<ParsedRecording, FieldError> {
-    let data = data
-        .as_object()
-        .ok_or_else(|| FieldError::new("data", "must be an object"))?;
-    let chunks = data
-        .get("recordingStorageInfo")
-        .ok_or_else(|| FieldError::new("data.recordingStorageInfo", "is required"))?
-        .get("recordingChunks")
-        .ok_or_else(|| FieldError::new("data.recordingStorageInfo.recordingChunks", "is required"))?
-        .as_array()
-        .ok_or_else(|| {
-            FieldError::new(
-                "data.recordingStorageInfo.recordingChunks",
-                "must be an array",
-            )
-        })?;
+    let data = data.ok_or_else(|| FieldError::new("data", "must be an object"))?;
+    let fields: DataFields<'_> = json::object(data).map_err(|e| FieldError::new("data", e))?;
+    let info = fields
+        .recording_storage_info
+        .ok_or_else(|| FieldError::new("data.recordingStorageInfo", "is required"))?;
+    let info: StorageInfo<'_> =
+        json::object(info).map_err(|e| FieldError::new("data.recordingStorageInfo", e))?;
+    let chunks = info
+        .recording_chunks
+        .ok_or_else(|| FieldError::new(CHUNKS, "is required"))?;
+    let chunks = json::array(chunks, MAX_CHUNKS_PER_EVENT).map_err(|e| match e {
+        json::ArrayError::NotArray(_) => FieldError::new(CHUNKS, "must be an array"),
+        json::ArrayError::TooLong { max } => FieldError::new(
+            CHUNKS,
+            format!("lists more than {max} chunks, more than a recording can have"),
+        ),
+    })?;
     if chunks.is_empty() {
-        return Err(FieldError::new(
-            "data.recordingStorageInfo.recordingChunks",
-            "is empty",
-        ));
+        return Err(FieldError::new(CHUNKS, "is empty"));
     }
-    let recording_start_time = opt_str(data.get("recordingStartTime"))
+    check_id("id", ctx.id)?;
+    let call = CallIds::from_subject(ctx.subject);
+    for id in call.all() {
+        check_id("subject", id)?;
+    }
+    let shared = |raw: Option<&RawValue>, field: &str| -> Result<Option<Arc<str>>, FieldError> {
+        let value = json::text(raw).map(|t| Arc::<str>::from(&*t));
+        if let Some(v) = &value {
+            check_id(&format!("data.{field}"), v)?;
+        }
+        Ok(value)
+    };
+    let recording_start_time = shared(fields.recording_start_time, "recordingStartTime")?
         .filter(|t| is_rfc3339(t))
-        .or_else(|| ctx.time.filter(|t| is_rfc3339(t)).map(str::to_string));
+        .or_else(|| {
+            ctx.time
+                .filter(|t| t.len() <= MAX_ID_BYTES && is_rfc3339(t))
+                .map(Arc::from)
+        });
     let template = ChunkJob {
-        event_id: ctx.id.to_string(),
-        call: CallIds::from_subject(ctx.subject),
+        event_id: Arc::from(ctx.id),
+        call,
         document_id: String::new(),
         index: 0,
         chunk_count: u32::try_from(chunks.len()).unwrap_or(u32::MAX),
         end_reason: None,
         recording_start_time,
-        recording_duration_ms: data.get("recordingDurationMs").and_then(Value::as_u64),
-        session_end_reason: opt_str(data.get("sessionEndReason")),
-        content_type: opt_str(data.get("recordingContentType")),
-        channel_type: opt_str(data.get("recordingChannelType")),
-        format_type: opt_str(data.get("recordingFormatType")),
+        recording_duration_ms: json::unsigned(fields.recording_duration_ms),
+        session_end_reason: shared(fields.session_end_reason, "sessionEndReason")?,
+        content_type: shared(fields.recording_content_type, "recordingContentType")?,
+        channel_type: shared(fields.recording_channel_type, "recordingChannelType")?,
+        format_type: shared(fields.recording_format_type, "recordingFormatType")?,
         source: ChunkSource::Preview,
-        siblings: Vec::new(),
+        siblings: Siblings::default(),
     };
     let mut parsed = ParsedRecording::default();
-    for (i, chunk) in chunks.iter().enumerate() {
-        let path = format!("data.recordingStorageInfo.recordingChunks[{i}]");
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let path = format!("{CHUNKS}[{i}]");
         match parse_chunk(&path, chunk, &template) {
             Ok(job) => parsed.jobs.push(job),
             Err(e) => parsed.rejected.push(e),
         }
     }
     parsed.jobs.sort_by_key(|j| j.index);
-    if parsed.rejected.is_empty() {
-        let siblings: Vec<SiblingChunk> = parsed
-            .jobs
-            .iter()
-            .map(|j| SiblingChunk {
+    // Only what `DELETE_AFTER_ARCHIVE` can use: a complete set whose every chunk can be deleted.
+    let deletes: Option<Vec<SiblingChunk>> = parsed
+        .jobs
+        .iter()
+        .map(|j| match &j.source {
+            ChunkSource::Located {
+                delete: Some(delete),
+                ..
+            } => Some(SiblingChunk {
                 document_id: j.document_id.clone(),
                 index: j.index,
-                delete: match &j.source {
-                    ChunkSource::Located { delete, .. } => delete.clone(),
-                    ChunkSource::Preview => None,
-                },
-            })
-            .collect();
+                delete: Some(delete.clone()),
+            }),
+            _ => None,
+        })
+        .collect();
+    if let Some(siblings) = deletes.filter(|_| parsed.rejected.is_empty()) {
+        let siblings = Siblings::from(siblings);
         for job in &mut parsed.jobs {
             job.siblings = siblings.clone();
         }
@@ -282,42 +507,35 @@ pub fn parse_recording_data(
     Ok(parsed)
 }
 
-fn parse_chunk(path: &str, chunk: &Value, template: &ChunkJob) -> Result<ChunkJob, FieldError> {
-    let chunk = chunk
-        .as_object()
-        .ok_or_else(|| FieldError::new(path, "must be an object"))?;
-    let document_id = opt_str(chunk.get("documentId"))
+fn parse_chunk(path: &str, chunk: &RawValue, template: &ChunkJob) -> Result<ChunkJob, FieldError> {
+    let fields: ChunkFields<'_> = json::object(chunk).map_err(|e| FieldError::new(path, e))?;
+    let document_id = json::text(fields.document_id)
         .ok_or_else(|| FieldError::new(format!("{path}.documentId"), "is required"))?;
-    if !is_safe_document_id(&document_id) {
-        return Err(FieldError::new(
-            format!("{path}.documentId"),
-            "may hold only letters, digits, '-', '_' and '.'",
-        ));
-    }
-    let index = chunk
-        .get("index")
-        .ok_or_else(|| FieldError::new(format!("{path}.index"), "is required"))?
-        .as_u64()
+    check_document_id(&format!("{path}.documentId"), &document_id)?;
+    let index = fields
+        .index
+        .ok_or_else(|| FieldError::new(format!("{path}.index"), "is required"))?;
+    let index = json::unsigned(Some(index))
         .and_then(|i| u32::try_from(i).ok())
         .ok_or_else(|| {
             FieldError::new(format!("{path}.index"), "must be a non-negative integer")
         })?;
-    let url = |name: &str| -> Result<Option<Url>, FieldError> {
-        match chunk.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-            Some(Value::String(s)) => Url::parse(s.trim()).map(Some).map_err(|e| {
-                FieldError::new(format!("{path}.{name}"), format!("is not a URL ({e})"))
-            }),
-            Some(_) => Err(FieldError::new(
-                format!("{path}.{name}"),
-                "must be a string",
-            )),
+    let url = |name: &str, raw: Option<&RawValue>| -> Result<Option<Url>, FieldError> {
+        let text = json::string(raw)
+            .map_err(|()| FieldError::new(format!("{path}.{name}"), "must be a string"))?;
+        match text.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(s) => {
+                check_url_length(&format!("{path}.{name}"), s)?;
+                Url::parse(s).map(Some).map_err(|e| {
+                    FieldError::new(format!("{path}.{name}"), format!("is not a URL ({e})"))
+                })
+            }
         }
     };
-    let content = url("contentLocation")?;
-    let metadata = url("metadataLocation")?;
-    let delete = url("deleteLocation")?;
+    let content = url("contentLocation", fields.content_location)?;
+    let metadata = url("metadataLocation", fields.metadata_location)?;
+    let delete = url("deleteLocation", fields.delete_location)?;
     let source = match (content, metadata) {
         (Some(content), metadata) => ChunkSource::Located {
             content,
@@ -332,10 +550,14 @@ fn parse_chunk(path: &str, chunk: &Value, template: &ChunkJob) -> Result<ChunkJo
             ))
         }
     };
+    let end_reason = json::text(fields.end_reason).map(Cow::into_owned);
+    if let Some(reason) = &end_reason {
+        check_id(&format!("{path}.endReason"), reason)?;
+    }
     Ok(ChunkJob {
-        document_id,
+        document_id: document_id.into_owned(),
         index,
-        end_reason: opt_str(chunk.get("endReason")),
+        end_reason,
         source,
         ..template.clone()
     })
@@ -343,18 +565,12 @@ fn parse_chunk(path: &str, chunk: &Value, template: &ChunkJob) -> Result<ChunkJo
 
 /// Document ids end up in URLs and blob names; ACS ids are like `0-eus-d12-801b3f...`.
 fn is_safe_document_id(id: &str) -> bool {
-    id.len() <= 256
+    !id.is_empty()
+        && id.len() <= 256
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && !id.starts_with('.')
-}
-
-fn opt_str(v: Option<&Value>) -> Option<String> {
-    v.and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
 }
 
 fn is_rfc3339(s: &str) -> bool {
@@ -525,7 +741,11 @@ fn segment(value: Option<&str>, fallback: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    fn raw(data: &Value) -> Box<RawValue> {
+        serde_json::value::to_raw_value(data).unwrap()
+    }
 
     fn ctx() -> EventContext<'static> {
         EventContext {
@@ -573,7 +793,7 @@ mod tests {
             {"documentId": "doc-a", "index": 0, "contentLocation": "not a url"},
             {"documentId": "doc-c", "index": 3, "contentLocation": "https://x.asm.skype.com/v1/objects/doc-c/content/audio"}
         ]}, "recordingStartTime": "garbage"});
-        let parsed = parse_recording_data(ctx(), &data).unwrap();
+        let parsed = parse_recording_data(ctx(), Some(&raw(&data))).unwrap();
         let ids: Vec<_> = parsed.jobs.iter().map(|j| j.document_id.as_str()).collect();
         assert_eq!(ids, ["doc-b", "doc-c"]);
         assert_eq!(parsed.jobs[0].chunk_count, 4);
@@ -607,7 +827,12 @@ mod tests {
             ),
             (json!("text"), "data"),
         ] {
-            assert_eq!(parse_recording_data(ctx(), &data).unwrap_err().field, field);
+            assert_eq!(
+                parse_recording_data(ctx(), Some(&raw(&data)))
+                    .unwrap_err()
+                    .field,
+                field
+            );
         }
     }
 
@@ -615,7 +840,7 @@ mod tests {
     fn document_ids_that_could_escape_a_path_are_refused() {
         let data = json!({"recordingStorageInfo": {"recordingChunks": [
             {"documentId": "../../etc", "index": 0}]}});
-        let parsed = parse_recording_data(ctx(), &data).unwrap();
+        let parsed = parse_recording_data(ctx(), Some(&raw(&data))).unwrap();
         assert!(parsed.jobs.is_empty());
         assert!(parsed.rejected[0].field.ends_with("documentId"));
     }
@@ -625,7 +850,7 @@ mod tests {
         let data = json!({"recordingStorageInfo": {"recordingChunks": [
             {"documentId": "d1", "index": 1, "contentLocation": "https://a.asm.skype.com/c1", "deleteLocation": "https://a.asm.skype.com/x1"},
             {"documentId": "d0", "index": 0, "contentLocation": "https://a.asm.skype.com/c0", "deleteLocation": "https://a.asm.skype.com/x0"}]}});
-        let jobs = parse_recording_data(ctx(), &data).unwrap().jobs;
+        let jobs = parse_recording_data(ctx(), Some(&raw(&data))).unwrap().jobs;
         let ids: Vec<_> = jobs[1]
             .siblings
             .iter()
@@ -643,7 +868,7 @@ mod tests {
 
         let data = json!({"recordingStorageInfo": {"recordingChunks": [
             {"documentId": "d0", "index": 0}, {"index": 1}]}});
-        let parsed = parse_recording_data(ctx(), &data).unwrap();
+        let parsed = parse_recording_data(ctx(), Some(&raw(&data))).unwrap();
         assert!(
             parsed.jobs[0].siblings.is_empty(),
             "an incomplete set never allows a delete"
@@ -654,7 +879,10 @@ mod tests {
     fn jobs_round_trip_through_json() {
         let data = json!({"recordingStorageInfo": {"recordingChunks": [
             {"documentId": "d", "index": 0, "contentLocation": "https://a.asm.skype.com/c", "metadataLocation": "https://a.asm.skype.com/m"}]}});
-        let job = parse_recording_data(ctx(), &data).unwrap().jobs.remove(0);
+        let job = parse_recording_data(ctx(), Some(&raw(&data)))
+            .unwrap()
+            .jobs
+            .remove(0);
         let text = serde_json::to_string(&job).unwrap();
         assert_eq!(serde_json::from_str::<ChunkJob>(&text).unwrap(), job);
     }
@@ -666,7 +894,10 @@ mod tests {
             subject: Some(subject),
             time: None,
         };
-        parse_recording_data(ctx, &data).unwrap().jobs.remove(0)
+        parse_recording_data(ctx, Some(&raw(&data)))
+            .unwrap()
+            .jobs
+            .remove(0)
     }
 
     #[test]

@@ -772,9 +772,9 @@ mod tests {
             session_end_reason: None,
             content_type: None,
             channel_type: None,
-            format_type: format.map(str::to_string),
+            format_type: format.map(Into::into),
             source: ChunkSource::Preview,
-            siblings: Vec::new(),
+            siblings: Default::default(),
         }
     }
 
@@ -1177,7 +1177,7 @@ mod tests {
             .collect();
         let mut first = job(Some("Mp4"));
         first.document_id = "doc-0".into();
-        first.siblings = siblings.clone();
+        first.siblings = siblings.clone().into();
         let second = first.for_sibling(&siblings[1]);
 
         t.archive(&first).await.unwrap();
@@ -1194,7 +1194,7 @@ mod tests {
         // A redelivery of an archived chunk deletes again: harmless, ACS answers success.
         let mut without_set = first.clone();
         without_set.document_id = "doc-9".into();
-        without_set.siblings.clear();
+        without_set.siblings = Default::default();
         t.archive(&without_set).await.unwrap();
         assert_eq!(
             reader.deleted.lock().unwrap().len(),
