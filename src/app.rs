@@ -19,14 +19,17 @@ use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use http::{HeaderMap, Method};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
 use crate::disposition::Disposition;
-use crate::eventgrid::{self, DeliveryError, EventKind};
+use crate::eventgrid::{self, DeliveryError, EventKind, MAX_EVENTS_PER_DELIVERY};
 use crate::identity::BoxFuture;
-use crate::queue::QueueClient;
-use crate::recording::{self, ChunkJob, EventContext};
+use crate::json;
+use crate::queue::{QueueClient, QueueError};
+use crate::recording::{self, ChunkJob, EventContext, Siblings};
 use crate::redact;
 use crate::transfer::{Transfer, TransferReport};
 
@@ -86,10 +89,7 @@ impl ChunkArchiver for Transfer {
 impl ChunkArchiver for QueueClient {
     fn archive(&self, job: ChunkJob) -> BoxFuture<'_, Result<ArchiveOutcome, ArchiveError>> {
         Box::pin(async move {
-            let text = serde_json::to_string(&job).map_err(|e| ArchiveError {
-                disposition: Disposition::Retry,
-                message: e.to_string(),
-            })?;
+            let text = queue_message(self, &job)?;
             match self.put_message(&text).await {
                 Ok(id) => {
                     tracing::info!(message_id = %id, queue = self.queue(), "chunk enqueued");
@@ -102,6 +102,45 @@ impl ChunkArchiver for QueueClient {
             }
         })
     }
+}
+
+/// The queue message for `job`, under the queue's 64 KiB limit. The sibling list (needed only
+/// by `DELETE_AFTER_ARCHIVE`) travels in every job of a recording, so a recording of many
+/// chunks would make each message, and all of them together, grow with the chunk count: when
+/// the list does not fit, the job is sent without it, and the recording is archived but left
+/// to ACS's own 24 h retention (logged). A job too large even then (strings near the event's
+/// limits) can never be enqueued: it is refused as permanent.
+fn queue_message(queue: &QueueClient, job: &ChunkJob) -> Result<String, ArchiveError> {
+    let encode = |job: &ChunkJob| {
+        serde_json::to_string(job).map_err(|e| ArchiveError {
+            disposition: Disposition::Drop,
+            message: e.to_string(),
+        })
+    };
+    let text = encode(job)?;
+    if queue.fits(&text) {
+        return Ok(text);
+    }
+    let bare = ChunkJob {
+        siblings: Siblings::default(),
+        ..job.clone()
+    };
+    let text = encode(&bare)?;
+    if !job.siblings.is_empty() && queue.fits(&text) {
+        tracing::warn!(chunks = job.siblings.len(), "the recording's chunk list does not fit in a queue message: it will be archived but not deleted from ACS (left to its 24 h retention)");
+        return Ok(text);
+    }
+    let error = QueueError::TooLarge {
+        queue: queue.queue().to_string(),
+        size: queue.encoded_len(&text),
+    };
+    Err(ArchiveError {
+        disposition: Disposition::Drop,
+        message: format!(
+            "chunk {} ({}): the job can never be enqueued: {error}",
+            job.index, job.document_id
+        ),
+    })
 }
 
 /// A webhook request as either front end received it.
@@ -180,6 +219,10 @@ impl WebhookResponse {
 /// this bounds the connections and memory one delivery can take.
 pub const DEFAULT_SUBMIT_CONCURRENCY: usize = 16;
 
+/// Most rejected events and failed chunks listed in an answer or a report; the others are
+/// counted (and each is logged), so an answer stays small whatever the delivery held.
+pub const MAX_LISTED: usize = 100;
+
 /// The application: settings-derived limits plus the two archivers.
 #[derive(Clone)]
 pub struct App {
@@ -187,6 +230,8 @@ pub struct App {
     intake: Arc<dyn ChunkArchiver>,
     /// What `RecordingTransfer` does with each queued chunk: transfer it.
     transfer: Arc<dyn ChunkArchiver>,
+    /// Where a transfer message that can never succeed is moved at once.
+    poison: Option<QueueClient>,
     max_body_bytes: usize,
     submit_concurrency: usize,
 }
@@ -201,9 +246,17 @@ impl App {
         App {
             intake,
             transfer,
+            poison: None,
             max_body_bytes,
             submit_concurrency: DEFAULT_SUBMIT_CONCURRENCY,
         }
+    }
+
+    /// Moves transfer messages that can never succeed to `poison` at once, instead of
+    /// failing them until the host gives up after `maxDequeueCount` tries.
+    pub fn with_poison_queue(mut self, poison: QueueClient) -> Self {
+        self.poison = Some(poison);
+        self
     }
 
     /// The largest body the webhook reads.
@@ -237,35 +290,46 @@ impl App {
             }
         };
         let mut triage = Triage::default();
-        for item in delivery.events() {
-            match item {
-                Ok(event) => triage.add(event),
-                Err(rejected) => {
-                    triage.reject(Some(rejected.position), None, rejected.reason, rejected.raw)
-                }
+        // Events are read as the archiver takes their chunks, so only one event's jobs and
+        // the chunks in flight are held at once.
+        let jobs = Box::new(delivery.events().flat_map(|item| match item {
+            Ok(event) => triage.add(event),
+            Err(rejected) => {
+                triage.reject(
+                    Some(rejected.position),
+                    None,
+                    rejected.reason,
+                    Some(rejected.raw),
+                );
+                Vec::new()
             }
-        }
-        let jobs = std::mem::take(&mut triage.jobs);
-        let (outcomes, failures) =
-            submit(self.intake.as_ref(), jobs, self.submit_concurrency).await;
-        triage.answer(delivery.len(), outcomes, failures)
+        }));
+        let submitted = submit(self.intake.as_ref(), jobs, self.submit_concurrency).await;
+        triage.answer(delivery.len(), submitted)
     }
 
     /// Archives every chunk a transfer message names (see [`parse_transfer_message`]); an
     /// error when the message can never be processed.
-    pub async fn archive_message(
-        &self,
-        text: &str,
-    ) -> Result<(Vec<ArchiveOutcome>, Vec<(ChunkJob, ArchiveError)>), String> {
+    pub async fn archive_message(&self, text: &str) -> Result<Submitted, String> {
         let jobs = parse_transfer_message(text)?;
-        Ok(submit(self.transfer.as_ref(), jobs, self.submit_concurrency).await)
+        Ok(self.archive_jobs(jobs).await)
+    }
+
+    /// Archives `jobs` with the transfer pipeline.
+    pub async fn archive_jobs(&self, jobs: Vec<ChunkJob>) -> Submitted {
+        submit(
+            self.transfer.as_ref(),
+            Box::new(jobs.into_iter()),
+            self.submit_concurrency,
+        )
+        .await
     }
 
     /// Handles one transfer queue message (`message_id` and `dequeue_count` are for the log).
-    /// The answer is a success only when every chunk is archived: on any failure the queue
-    /// must keep the message, retry it, and finally move it to the poison queue. That holds
-    /// for permanent errors too, which are logged loudly on every try: a message is never
-    /// dropped unless its chunks are archived.
+    /// The message may be deleted only when every chunk is archived, or when it can never
+    /// succeed (unreadable, refused by the checks, or every failed chunk failed for good) and
+    /// has been moved to the poison queue with its reason logged. On any failure that may
+    /// pass, the queue keeps the message and retries it.
     pub async fn handle_transfer_message(
         &self,
         text: &str,
@@ -279,147 +343,270 @@ impl App {
 
     async fn transfer_message(&self, text: &str) -> TransferAnswer {
         let mut answer = TransferAnswer {
-            archived: false,
+            finished: false,
             logs: Vec::new(),
         };
-        let (outcomes, failures) = match self.archive_message(text).await {
-            Ok(results) => results,
+        let done = match self.archive_message(text).await {
+            Ok(done) => done,
             Err(reason) => {
-                tracing::error!(reason = %redact::reason(&reason), "transfer message can never be processed; it will end in the poison queue");
                 answer.logs.push(format!("permanent: {reason}"));
+                self.refuse_for_good(text, &reason, &mut answer).await;
                 return answer;
             }
         };
-        answer
-            .logs
-            .extend(outcomes.iter().map(|o| format!("{o:?}")));
-        for (_, e) in &failures {
-            let kind = if e.disposition == Disposition::Drop {
+        answer.logs.push(format!(
+            "archived {}, already archived {}, failed {} (permanent {})",
+            done.archived,
+            done.already_archived,
+            done.retry + done.dropped,
+            done.dropped
+        ));
+        for f in &done.failures {
+            let kind = if f.error.disposition == Disposition::Drop {
                 "permanent"
             } else {
                 "transient"
             };
             // The message already names the chunk (or its blob, which holds the document id).
-            answer.logs.push(format!("{kind}: {}", e.message));
+            answer.logs.push(format!("{kind}: {}", f.error.message));
         }
-        answer.archived = failures.is_empty();
-        if answer.archived {
-            tracing::info!(chunks = outcomes.len(), "transfer message done");
+        if done.retry == 0 && done.dropped == 0 {
+            answer.finished = true;
+            tracing::info!(
+                chunks = done.archived + done.already_archived,
+                "transfer message done"
+            );
+        } else if done.retry == 0 {
+            let reason = format!("{} chunk(s) can never be archived as sent", done.dropped);
+            self.refuse_for_good(text, &reason, &mut answer).await;
         } else {
             tracing::warn!(
-                failed = failures.len(),
+                failed = done.retry + done.dropped,
                 "transfer message failed; it will be tried again"
             );
         }
         answer
+    }
+
+    /// A message that can never succeed goes to the poison queue now, not after the host's
+    /// retries. Without a poison queue (or if moving it fails) the invocation fails, and the
+    /// host moves it after `maxDequeueCount` tries.
+    async fn refuse_for_good(&self, text: &str, reason: &str, answer: &mut TransferAnswer) {
+        let reason = redact::reason(reason);
+        let Some(poison) = &self.poison else {
+            tracing::error!(%reason, "transfer message can never be processed; it will end in the poison queue");
+            return;
+        };
+        match poison.put_message(text).await {
+            Ok(_) => {
+                tracing::error!(%reason, poison_queue = poison.queue(), "transfer message can never be processed; moved to the poison queue");
+                answer.logs.push(format!("moved to {}", poison.queue()));
+                answer.finished = true;
+            }
+            Err(e) => {
+                tracing::error!(%reason, error = %redact::reason(&e.to_string()), "transfer message can never be processed, and could not be moved to the poison queue; it will end there after the host's retries");
+            }
+        }
     }
 }
 
 /// The result of one transfer queue message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferAnswer {
-    /// Every chunk is archived: the message may be deleted.
-    pub archived: bool,
-    /// One line per chunk (or the reason the message is unusable), for the host's log.
+    /// The message may be deleted: every chunk is archived, or the message can never succeed
+    /// and was moved to the poison queue.
+    pub finished: bool,
+    /// A summary, one line per failed chunk (or the reason the message is unusable), for the
+    /// host's log.
     pub logs: Vec<String>,
 }
 
-/// Hands every job to `archiver`, `concurrency` at a time, and sorts the results.
+/// What became of a batch of chunk jobs: counts, and the first [`MAX_LISTED`] failures.
+#[derive(Debug, Default)]
+pub struct Submitted {
+    /// Chunks copied into storage now.
+    pub archived: usize,
+    /// Chunks found already archived.
+    pub already_archived: usize,
+    /// Chunks handed to the transfer queue.
+    pub enqueued: usize,
+    /// Chunks that failed for a reason that may pass.
+    pub retry: usize,
+    /// Chunks that can never be archived as sent.
+    pub dropped: usize,
+    /// The first [`MAX_LISTED`] failures.
+    pub failures: Vec<ChunkFailure>,
+}
+
+impl Submitted {
+    /// Whether any chunk was handed over (archived, found archived, or enqueued).
+    pub fn handed_over(&self) -> usize {
+        self.archived + self.already_archived + self.enqueued
+    }
+}
+
+/// One chunk that was not archived.
+#[derive(Debug, Clone)]
+pub struct ChunkFailure {
+    /// The event it came from.
+    pub event_id: Arc<str>,
+    /// Its `documentId`.
+    pub document_id: String,
+    /// Its index.
+    pub index: u32,
+    /// What went wrong.
+    pub error: ArchiveError,
+}
+
+/// Hands every job to `archiver`, `concurrency` at a time, taking the next job only when one
+/// finishes, and counts the results.
 async fn submit(
     archiver: &dyn ChunkArchiver,
-    jobs: Vec<ChunkJob>,
+    jobs: Box<dyn Iterator<Item = ChunkJob> + Send + '_>,
     concurrency: usize,
-) -> (Vec<ArchiveOutcome>, Vec<(ChunkJob, ArchiveError)>) {
-    let results: Vec<_> = stream::iter(jobs)
+) -> Submitted {
+    let mut results = stream::iter(jobs)
         .map(|job| async move {
+            let chunk = (
+                Arc::clone(&job.event_id),
+                job.document_id.clone(),
+                job.index,
+            );
             let span = tracing::info_span!(
                 "chunk",
                 event_id = %redact::id(&job.event_id),
                 document_id = %redact::id(&job.document_id),
                 chunk = job.index,
             );
-            let result = archiver.archive(job.clone()).instrument(span).await;
-            (job, result)
+            (chunk, archiver.archive(job).instrument(span).await)
         })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let mut outcomes = Vec::new();
-    let mut failures = Vec::new();
-    for (job, result) in results {
-        match result {
-            Ok(o) => outcomes.push(o),
-            Err(e) => {
-                let (event_id, document_id) =
-                    (redact::id(&job.event_id), redact::id(&job.document_id));
-                let error = redact::reason(&e.message);
-                if e.disposition == Disposition::Drop {
-                    tracing::error!(%event_id, %document_id, chunk = job.index, %error, "recording chunk can never be archived as sent");
-                } else {
-                    tracing::warn!(%event_id, %document_id, chunk = job.index, %error, "recording chunk not archived yet; asking to be tried again");
-                }
-                failures.push((job, e));
+        .buffer_unordered(concurrency);
+    let mut done = Submitted::default();
+    while let Some(((event_id, document_id, index), result)) = results.next().await {
+        let error = match result {
+            Ok(ArchiveOutcome::Archived { .. }) => {
+                done.archived += 1;
+                continue;
             }
+            Ok(ArchiveOutcome::AlreadyArchived) => {
+                done.already_archived += 1;
+                continue;
+            }
+            Ok(ArchiveOutcome::Enqueued) => {
+                done.enqueued += 1;
+                continue;
+            }
+            Err(e) => e,
+        };
+        let (shown_event, shown_document, shown_error) = (
+            redact::id(&event_id),
+            redact::id(&document_id),
+            redact::reason(&error.message),
+        );
+        if error.disposition == Disposition::Drop {
+            done.dropped += 1;
+            tracing::error!(event_id = %shown_event, document_id = %shown_document, chunk = index, error = %shown_error, "recording chunk can never be archived as sent");
+        } else {
+            done.retry += 1;
+            tracing::warn!(event_id = %shown_event, document_id = %shown_document, chunk = index, error = %shown_error, "recording chunk not archived yet; asking to be tried again");
+        }
+        if done.failures.len() < MAX_LISTED {
+            done.failures.push(ChunkFailure {
+                event_id,
+                document_id,
+                index,
+                error,
+            });
         }
     }
-    (outcomes, failures)
+    done
 }
 
 /// Reads a transfer queue message: the [`ChunkJob`] JSON the webhook enqueues, or a raw Event
 /// Grid / CloudEvents event (or an array of them), for subscriptions that deliver straight to
-/// the queue with `messageEncoding: none`. Events of other types give no jobs. An error says
-/// why the message can never be processed.
+/// the queue with `messageEncoding: none`. Events of other types give no jobs. Jobs are
+/// checked as the webhook checks events ([`ChunkJob::check`]), before anything is fetched.
+/// An error says why the message can never be processed.
 pub fn parse_transfer_message(text: &str) -> Result<Vec<ChunkJob>, String> {
-    let value: Value = match serde_json::from_str(text.trim()) {
+    let text = text.trim();
+    let decoded: String;
+    let raw: &RawValue = match serde_json::from_str(text) {
         Ok(v) => v,
         // Base64 text, as the host keeps it in the poison queue (replayed by hand).
-        Err(e) => base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .ok()
-            .and_then(|raw| serde_json::from_slice(&raw).ok())
-            .ok_or_else(|| format!("message is not JSON: {e}"))?,
+        Err(e) => {
+            decoded = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .ok()
+                .and_then(|raw| String::from_utf8(raw).ok())
+                .ok_or_else(|| format!("message is not JSON: {e}"))?;
+            serde_json::from_str(&decoded).map_err(|_| format!("message is not JSON: {e}"))?
+        }
     };
-    let items = match value {
-        Value::Array(items) => items,
-        other => vec![other],
+    let items = match json::array(raw, MAX_EVENTS_PER_DELIVERY) {
+        Ok(items) => items,
+        Err(json::ArrayError::TooLong { max }) => {
+            return Err(format!("message holds more than {max} items"))
+        }
+        Err(json::ArrayError::NotArray(_)) => vec![raw],
     };
     let mut jobs = Vec::new();
-    for item in &items {
-        if item.get("documentId").is_some() && item.get("source").is_some() {
-            let job: ChunkJob = serde_json::from_value(item.clone())
-                .map_err(|e| format!("malformed transfer job: {e}"))?;
-            jobs.push(job);
-            continue;
-        }
-        let event = eventgrid::Event::read(item)
-            .map_err(|e| format!("message is neither a transfer job nor an event: {e}"))?;
-        match event.kind() {
-            EventKind::Recording => {
-                let ctx = EventContext {
-                    id: event.id,
-                    subject: event.subject,
-                    time: event.time,
-                };
-                let parsed =
-                    recording::parse_recording_data(ctx, event.data).map_err(|e| e.to_string())?;
-                if parsed.jobs.is_empty() {
-                    let reasons: Vec<_> = parsed.rejected.iter().map(ToString::to_string).collect();
-                    return Err(reasons.join("; "));
-                }
-                for e in &parsed.rejected {
-                    tracing::error!(event_id = %redact::id(event.id), reason = %redact::reason(&e.to_string()), "chunk rejected: it can never be archived as sent");
-                }
-                jobs.extend(parsed.jobs);
-            }
-            EventKind::Invalid(reason) => return Err(reason.to_string()),
-            _ => tracing::info!(
-                event_id = %redact::id(event.id),
-                event_type = %redact::id(event.event_type),
-                "queued event of another type ignored"
-            ),
-        }
+    for item in items {
+        jobs.extend(parse_transfer_item(item)?);
     }
     Ok(jobs)
+}
+
+/// The two fields that tell a [`ChunkJob`] from an event.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JobProbe<'a> {
+    #[serde(borrow, default)]
+    document_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    source: Option<&'a RawValue>,
+}
+
+/// One item of a transfer message or replayed file: a job, or an event (see
+/// [`parse_transfer_message`]).
+pub fn parse_transfer_item(item: &RawValue) -> Result<Vec<ChunkJob>, String> {
+    let probe = json::object::<JobProbe<'_>>(item).ok();
+    if probe.is_some_and(|p| p.document_id.is_some() && p.source.is_some()) {
+        let job: ChunkJob =
+            serde_json::from_str(item.get()).map_err(|e| format!("malformed transfer job: {e}"))?;
+        job.check()
+            .map_err(|e| format!("transfer job refused: {e}"))?;
+        return Ok(vec![job]);
+    }
+    let event = eventgrid::Event::read(item)
+        .map_err(|e| format!("message is neither a transfer job nor an event: {e}"))?;
+    match event.kind() {
+        EventKind::Recording => {
+            let ctx = EventContext {
+                id: &event.id,
+                subject: event.subject.as_deref(),
+                time: event.time.as_deref(),
+            };
+            let parsed =
+                recording::parse_recording_data(ctx, event.data).map_err(|e| e.to_string())?;
+            if parsed.jobs.is_empty() {
+                let reasons: Vec<_> = parsed.rejected.iter().map(ToString::to_string).collect();
+                return Err(reasons.join("; "));
+            }
+            for e in &parsed.rejected {
+                tracing::error!(event_id = %redact::id(&event.id), reason = %redact::reason(&e.to_string()), "chunk rejected: it can never be archived as sent");
+            }
+            Ok(parsed.jobs)
+        }
+        EventKind::Invalid(reason) => Err(reason.to_string()),
+        _ => {
+            tracing::info!(
+                event_id = %redact::id(&event.id),
+                event_type = %redact::id(&event.event_type),
+                "queued event of another type ignored"
+            );
+            Ok(Vec::new())
+        }
+    }
 }
 
 /// The sorting of one delivery's events.
@@ -428,76 +615,101 @@ struct Triage {
     validation: Option<String>,
     /// Events other than recordings and handshakes that were acknowledged.
     acknowledged: usize,
-    jobs: Vec<ChunkJob>,
     seen_chunks: HashSet<String>,
+    /// The first [`MAX_LISTED`] rejections.
     rejected: Vec<Value>,
+    /// All rejections.
+    rejected_count: usize,
 }
 
 impl Triage {
-    fn add(&mut self, event: eventgrid::Event<'_>) {
+    /// Sorts one event; the chunk jobs of a recording event are returned to be archived.
+    fn add(&mut self, event: eventgrid::Event<'_>) -> Vec<ChunkJob> {
         match event.kind() {
             EventKind::Validation { code, url } => {
                 tracing::info!(
-                    event_id = %redact::id(event.id),
+                    event_id = %redact::id(&event.id),
                     // The URL's `token` would let anyone validate the subscription: host only.
                     validation_host = url
-                        .and_then(|u| url::Url::parse(u).ok())
+                        .and_then(|u| url::Url::parse(&u).ok())
                         .and_then(|u| u.host_str().map(str::to_string))
                         .as_deref()
                         .unwrap_or("-"),
                     "answering the subscription validation handshake"
                 );
-                self.validation.get_or_insert_with(|| code.to_string());
+                self.validation.get_or_insert_with(|| code.into_owned());
             }
             EventKind::SubscriptionDeletion => {
-                tracing::info!(event_id = %redact::id(event.id), "subscription deletion acknowledged");
+                tracing::info!(event_id = %redact::id(&event.id), "subscription deletion acknowledged");
                 self.acknowledged += 1;
             }
             EventKind::Other => {
                 tracing::info!(
-                    event_id = %redact::id(event.id),
-                    event_type = %redact::id(event.event_type),
+                    event_id = %redact::id(&event.id),
+                    event_type = %redact::id(&event.event_type),
                     "event of another type acknowledged and ignored"
                 );
                 self.acknowledged += 1;
             }
-            EventKind::Invalid(reason) => self.reject_event(&event, reason.to_string()),
+            EventKind::Invalid(reason) => self.reject_event(&event, reason.to_string(), true),
             EventKind::Recording => {
                 let ctx = EventContext {
-                    id: event.id,
-                    subject: event.subject,
-                    time: event.time,
+                    id: &event.id,
+                    subject: event.subject.as_deref(),
+                    time: event.time.as_deref(),
                 };
                 match recording::parse_recording_data(ctx, event.data) {
-                    Err(e) => self.reject_event(&event, e.to_string()),
+                    Err(e) => self.reject_event(&event, e.to_string(), true),
                     Ok(parsed) => {
-                        for e in parsed.rejected {
-                            self.reject_event(&event, e.to_string());
+                        // The event is logged once, however many of its chunks are refused.
+                        for (i, e) in parsed.rejected.into_iter().enumerate() {
+                            self.reject_event(&event, e.to_string(), i == 0);
                         }
-                        for job in parsed.jobs {
-                            // The same chunk twice in one batch (a duplicate delivery folded
-                            // into the batch) is archived once.
-                            if self.seen_chunks.insert(job.document_id.clone()) {
-                                self.jobs.push(job);
-                            } else {
+                        let mut jobs = parsed.jobs;
+                        // The same chunk twice in one batch (a duplicate delivery folded
+                        // into the batch) is archived once.
+                        jobs.retain(|job| {
+                            let new = self.seen_chunks.insert(job.document_id.clone());
+                            if !new {
                                 tracing::info!(event_id = %redact::id(&job.event_id), document_id = %redact::id(&job.document_id), "duplicate chunk in this delivery skipped");
                             }
-                        }
+                            new
+                        });
+                        return jobs;
                     }
                 }
             }
         }
+        Vec::new()
     }
 
-    fn reject_event(&mut self, event: &eventgrid::Event<'_>, reason: String) {
-        let raw = json!({"id": event.id, "eventType": event.event_type, "subject": event.subject, "data": event.data});
-        self.reject(None, Some(event.id), reason, &raw);
+    fn reject_event(&mut self, event: &eventgrid::Event<'_>, reason: String, log_event: bool) {
+        let raw = log_event.then_some(event.raw);
+        self.reject(None, Some(&event.id), reason, raw);
     }
 
     /// Logs a rejected event with its id and reason, and enough of the event (clipped, URL
     /// queries redacted) to recognise it in the sender's copy.
-    fn reject(&mut self, position: Option<usize>, id: Option<&str>, reason: String, raw: &Value) {
-        tracing::error!(event_id = %redact::id(id.unwrap_or("-")), reason = %redact::reason(&reason), event = %redact::event(raw), "event rejected: it can never be processed as sent");
+    fn reject(
+        &mut self,
+        position: Option<usize>,
+        id: Option<&str>,
+        reason: String,
+        raw: Option<&RawValue>,
+    ) {
+        let (event_id, shown_reason) = (redact::id(id.unwrap_or("-")), redact::reason(&reason));
+        match raw {
+            Some(raw) => {
+                tracing::error!(%event_id, reason = %shown_reason, event = %redact::raw_event(raw), "event rejected: it can never be processed as sent")
+            }
+            None => {
+                tracing::error!(%event_id, reason = %shown_reason, "event rejected: it can never be processed as sent")
+            }
+        }
+        self.rejected_count += 1;
+        if self.rejected.len() >= MAX_LISTED {
+            return;
+        }
         let mut entry = json!({ "reason": reason });
         if let Some(position) = position {
             entry["position"] = json!(position);
@@ -508,54 +720,57 @@ impl Triage {
         self.rejected.push(entry);
     }
 
-    fn answer(
-        self,
-        events: usize,
-        outcomes: Vec<ArchiveOutcome>,
-        failures: Vec<(ChunkJob, ArchiveError)>,
-    ) -> WebhookResponse {
-        let retry: Vec<_> = failures
-            .iter()
-            .filter(|(_, e)| e.disposition == Disposition::Retry)
-            .collect();
-        if !retry.is_empty() {
+    fn answer(self, events: usize, done: Submitted) -> WebhookResponse {
+        if done.retry > 0 {
+            let retry: Vec<_> = done
+                .failures
+                .iter()
+                .filter(|f| f.error.disposition == Disposition::Retry)
+                .map(|f| json!({"documentId": f.document_id, "index": f.index, "reason": f.error.message}))
+                .collect();
             return WebhookResponse::json(
                 503,
                 json!({
-                    "error": format!("{} recording chunk(s) could not be handed over yet; deliver again", retry.len()),
-                    "chunks": retry.iter().map(|(j, e)| json!({"documentId": j.document_id, "index": j.index, "reason": e.message})).collect::<Vec<_>>(),
+                    "error": format!("{} recording chunk(s) could not be handed over yet; deliver again", done.retry),
+                    "chunks": retry,
                 }),
             );
         }
-        let dropped: Vec<Value> = failures
-            .iter()
-            .map(|(j, e)| json!({"id": j.event_id, "documentId": j.document_id, "index": j.index, "reason": e.message}))
-            .collect();
+        let mut rejected = self.rejected;
+        rejected.extend(
+            done.failures
+                .iter()
+                .take(MAX_LISTED.saturating_sub(rejected.len()))
+                .map(|f| json!({"id": f.event_id, "documentId": f.document_id, "index": f.index, "reason": f.error.message})),
+        );
+        let unlisted = self.rejected_count + done.dropped - rejected.len();
         // Something was processed if a handshake was answered, a non-recording event was
         // acknowledged, or any chunk was handed over. Otherwise every event was rejected or
         // dropped, and only then is the delivery itself refused.
-        let processed = self.validation.is_some() || self.acknowledged > 0 || !outcomes.is_empty();
-        let mut rejected = self.rejected;
-        rejected.extend(dropped);
-        if !processed {
-            return WebhookResponse::json(
-                400,
-                json!({
-                    "error": "no event in this delivery can be processed",
-                    "rejected": rejected,
-                }),
-            );
+        let processed =
+            self.validation.is_some() || self.acknowledged > 0 || done.handed_over() > 0;
+        let mut body = if !processed {
+            json!({
+                "error": "no event in this delivery can be processed",
+                "rejected": rejected,
+            })
+        } else {
+            json!({
+                "events": events,
+                "chunks": {
+                    "archived": done.archived,
+                    "alreadyArchived": done.already_archived,
+                    "enqueued": done.enqueued,
+                },
+                "rejected": rejected,
+            })
+        };
+        if unlisted > 0 {
+            body["rejectedNotListed"] = json!(unlisted);
         }
-        let count = |f: fn(&ArchiveOutcome) -> bool| outcomes.iter().filter(|o| f(o)).count();
-        let mut body = json!({
-            "events": events,
-            "chunks": {
-                "archived": count(|o| matches!(o, ArchiveOutcome::Archived { .. })),
-                "alreadyArchived": count(|o| matches!(o, ArchiveOutcome::AlreadyArchived)),
-                "enqueued": count(|o| matches!(o, ArchiveOutcome::Enqueued)),
-            },
-            "rejected": rejected,
-        });
+        if !processed {
+            return WebhookResponse::json(400, body);
+        }
         if let Some(code) = self.validation {
             body = json!({ "validationResponse": code });
         }

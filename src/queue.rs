@@ -55,6 +55,8 @@ pub struct QueueClient {
     encoding: MessageEncoding,
     /// The Storage plumbing, pointed at the queue endpoint with the queue as its "container".
     storage: BlobClient,
+    /// What built `storage`, for the poison queue's client.
+    parts: (reqwest::Client, Url, StorageAuth),
 }
 
 impl QueueClient {
@@ -68,10 +70,20 @@ impl QueueClient {
     ) -> Self {
         let queue = queue.into();
         QueueClient {
-            storage: BlobClient::new(http, endpoint, queue.clone(), auth),
+            storage: BlobClient::new(http.clone(), endpoint.clone(), queue.clone(), auth.clone()),
             queue,
             encoding: MessageEncoding::Base64,
+            parts: (http, endpoint, auth),
         }
+    }
+
+    /// A client for this queue's poison queue, `<queue>-poison`: where the Functions host
+    /// moves a message after `maxDequeueCount` failures, and where a message that can never
+    /// succeed is moved at once.
+    pub fn poison_queue(&self) -> QueueClient {
+        let (http, endpoint, auth) = self.parts.clone();
+        QueueClient::new(http, endpoint, format!("{}-poison", self.queue), auth)
+            .with_encoding(self.encoding)
     }
 
     /// Uses another retry policy (tests shorten it).
@@ -107,10 +119,29 @@ impl QueueClient {
             .map_err(|source| self.error(source))
     }
 
+    /// The size of `text` on the wire, as encoded.
+    pub fn encoded_len(&self, text: &str) -> usize {
+        match self.encoding {
+            MessageEncoding::Base64 => text.len().div_ceil(3) * 4,
+            MessageEncoding::None => text.len() + text.bytes().map(xml_escape_extra).sum::<usize>(),
+        }
+    }
+
+    /// Whether `text` fits in one message, as encoded.
+    pub fn fits(&self, text: &str) -> bool {
+        self.encoded_len(text) <= MAX_MESSAGE_BYTES
+    }
+
     /// Enqueues `text`, encoded as the Functions queue trigger will read it (base64 by
     /// default, or XML-escaped text with `messageEncoding: none`). Creates the queue on first
     /// use. Returns the message id.
     pub async fn put_message(&self, text: &str) -> Result<String, QueueError> {
+        if !self.fits(text) {
+            return Err(QueueError::TooLarge {
+                queue: self.queue.clone(),
+                size: self.encoded_len(text),
+            });
+        }
         let wire = match self.encoding {
             MessageEncoding::Base64 => base64::engine::general_purpose::STANDARD.encode(text),
             MessageEncoding::None => xml_escape(text),
@@ -163,6 +194,16 @@ impl QueueClient {
     }
 }
 
+/// How many bytes [`xml_escape`] adds for `b`.
+fn xml_escape_extra(b: u8) -> usize {
+    match b {
+        b'&' => 4,
+        b'<' | b'>' => 3,
+        b'"' | b'\'' => 5,
+        _ => 0,
+    }
+}
+
 /// Escapes the five XML special characters.
 fn xml_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -200,9 +241,22 @@ mod tests {
 
     #[test]
     fn plain_text_messages_are_xml_escaped() {
+        let text = r#"{"a":"<b>&'"}"#;
         assert_eq!(
-            xml_escape(r#"{"a":"<b>&'"}"#),
+            xml_escape(text),
             "{&quot;a&quot;:&quot;&lt;b&gt;&amp;&apos;&quot;}"
         );
+        let http = reqwest::Client::new();
+        let endpoint = Url::parse("http://127.0.0.1:1/devstoreaccount1").unwrap();
+        let auth = StorageAuth::Sas(crate::config::Secret::new(String::new()));
+        let q = QueueClient::new(http, endpoint, "q", auth);
+        assert_eq!(
+            q.encoded_len(text),
+            base64::engine::general_purpose::STANDARD.encode(text).len()
+        );
+        let q = q.with_encoding(MessageEncoding::None);
+        assert_eq!(q.encoded_len(text), xml_escape(text).len());
+        assert!(q.fits(&"a".repeat(MAX_MESSAGE_BYTES)));
+        assert!(!q.fits(&"&".repeat(MAX_MESSAGE_BYTES / 4)));
     }
 }

@@ -73,6 +73,23 @@ pub fn event(raw: &Value) -> String {
     clip(&redacted.to_string(), MAX_EVENT_CHARS).into_owned()
 }
 
+/// Largest rejected event read into a tree to be shown by [`event`]: a tree costs many times
+/// its text, so a larger event is shown by its size only (its id and reason are logged too).
+pub const MAX_PARSED_EVENT_BYTES: usize = 16 * 1024;
+
+/// A rejected event as received (raw JSON) as one bounded log field: as [`event`] when it is
+/// at most [`MAX_PARSED_EVENT_BYTES`], otherwise its size.
+pub fn raw_event(raw: &serde_json::value::RawValue) -> String {
+    let text = raw.get();
+    let small = (text.len() <= MAX_PARSED_EVENT_BYTES)
+        .then(|| serde_json::from_str::<Value>(text).ok())
+        .flatten();
+    match small {
+        Some(v) => event(&v),
+        None => format!("({} bytes of JSON, not shown)", text.len()),
+    }
+}
+
 /// A copy of `v` with URL queries redacted, built only as far as `budget` characters of
 /// strings reach, so a huge event costs no more than the line that shows it.
 fn redact_strings(v: &Value, budget: &mut usize) -> Value {

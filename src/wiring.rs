@@ -106,6 +106,7 @@ pub fn build_app(settings: &Settings, lookup: &impl Lookup) -> Result<App, Confi
         settings.blob_name_template.clone(),
         Arc::new(SystemClock),
     ));
+    let poison = clients.queue.as_ref().map(QueueClient::poison_queue);
     let intake: Arc<dyn ChunkArchiver> = match (settings.archive_mode, clients.queue) {
         (ArchiveMode::Inline, _) => transfer.clone(),
         (ArchiveMode::Queue, Some(queue)) => Arc::new(queue),
@@ -122,5 +123,9 @@ pub fn build_app(settings: &Settings, lookup: &impl Lookup) -> Result<App, Confi
             ));
         }
     };
-    Ok(App::new(intake, transfer, settings.max_body_bytes))
+    let app = App::new(intake, transfer, settings.max_body_bytes);
+    Ok(match poison {
+        Some(poison) => app.with_poison_queue(poison),
+        None => app,
+    })
 }

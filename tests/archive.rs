@@ -305,24 +305,91 @@ async fn a_refused_url_is_permanent_and_nothing_is_sent() {
 }
 
 #[tokio::test]
-async fn a_transfer_message_that_can_never_work_fails_the_invocation_loudly() {
+async fn a_transfer_message_that_can_never_work_goes_to_the_poison_queue_at_once() {
     let emu = emulator().await;
-    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&handler_env(Some(&emu))))
+    let env = handler_env(Some(&emu));
+    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
         .await
         .unwrap();
-    let (status, body) = invoke_transfer(&h, &fixture("recording_missing_document_id.json"))
-        .await
-        .unwrap();
+    let message = fixture("recording_missing_document_id.json");
+    let (status, body) = invoke_transfer(&h, &message).await.unwrap();
     assert_eq!(
-        status, 500,
-        "the host must retry it and finally poison it, never delete it"
+        status, 200,
+        "retrying can never help: the message is moved, not failed five times: {body}"
     );
+    let logs = body["Logs"].to_string();
     assert!(
-        body["Logs"][0].as_str().unwrap().starts_with("permanent:"),
+        logs.contains("permanent:") && logs.contains("documentId"),
         "{body}"
     );
-    wait_until(Duration::from_secs(5), "the reason in the log", || {
-        h.output().contains("poison queue")
-    })
-    .await;
+    let poison = format!("{}-poison", setting(&env, "TRANSFER_QUEUE"));
+    assert_eq!(peek_queue(&poison).await, vec![message]);
+    assert!(h.output().contains("moved to the poison queue"));
+}
+
+/// Queue-path jobs are checked as the webhook checks events, before anything is downloaded:
+/// an empty documentId (every such job would share one blob name), a CR/LF one (it failed
+/// only at commit, after the whole download), and a contentLocation too long to be fetched
+/// (it was retried as transient) are refused for good, each with its reason.
+#[tokio::test]
+async fn queued_jobs_are_checked_like_webhook_events_before_any_download() {
+    let emu = emulator().await;
+    emu.add_recording("doc-ok", 1024, 1, RecordingFormat::Mp4);
+    let env = handler_env(Some(&emu));
+    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
+        .await
+        .unwrap();
+    let event = ga_event(&emu, "evt-q", "call-q", &["doc-ok"], "mp4");
+    let jobs = serde_json::to_value(
+        recording_archiver::app::parse_transfer_message(&json!([event]).to_string()).unwrap(),
+    )
+    .unwrap();
+    let good = jobs[0].clone();
+    let long_url = format!(
+        "{}?pad={}",
+        good["source"]["content"].as_str().unwrap(),
+        "a".repeat(3000)
+    );
+    let cases = [
+        ("documentId", json!(""), "documentId: is required"),
+        ("documentId", json!("doc\r\nx"), "documentId: may hold only"),
+        (
+            "documentId",
+            json!(
+                "doc
+x"
+            ),
+            "documentId: may hold only",
+        ),
+    ];
+    let poison = format!("{}-poison", setting(&env, "TRANSFER_QUEUE"));
+    let mut expected_poison = Vec::new();
+    for (field, value, reason) in cases {
+        let mut job = good.clone();
+        job[field] = value;
+        let text = job.to_string();
+        let (status, body) = invoke_transfer(&h, &text).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body["Logs"].to_string().contains(reason),
+            "{reason}: {body}"
+        );
+        expected_poison.push(text);
+    }
+    let mut job = good.clone();
+    job["source"]["content"] = json!(long_url);
+    let text = job.to_string();
+    let (status, body) = invoke_transfer(&h, &text).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["Logs"].to_string().contains("source.content: is 3"),
+        "{body}"
+    );
+    expected_poison.push(text);
+    assert!(
+        emu.requests().is_empty(),
+        "nothing is fetched for a refused job: {:?}",
+        emu.requests()
+    );
+    assert_eq!(peek_queue(&poison).await, expected_poison);
 }

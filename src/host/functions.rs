@@ -200,7 +200,7 @@ async fn invoke_transfer(app: &App, body: &[u8]) -> (u16, InvocationResponse) {
     let answer = app
         .handle_transfer_message(&text, &message_id, invocation.dequeue_count().unwrap_or(1))
         .await;
-    let status = if answer.archived { 200 } else { 500 };
+    let status = if answer.finished { 200 } else { 500 };
     (
         status,
         InvocationResponse {

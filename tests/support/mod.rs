@@ -254,3 +254,30 @@ pub async fn slow_transfer_setup(
     set(&mut env, "TRANSFER_PARALLEL_BLOCKS", "2");
     (proxy, env)
 }
+
+/// The texts of the messages in `queue` (base64-decoded, as the handler writes them), at most
+/// 32 of them, left in place.
+pub async fn peek_queue(queue: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let client = archiver_testkit::queue::QueueClient::new(
+        archiver_testkit::queue::StorageAccount::azurite(&azurite().queue_endpoint()).unwrap(),
+    );
+    match client.peek_messages(queue, 32).await {
+        Ok(messages) => messages
+            .into_iter()
+            .map(|m| {
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(m.text.trim())
+                    .unwrap();
+                String::from_utf8(raw).unwrap()
+            })
+            .collect(),
+        Err(e) if e.status() == Some(404) => Vec::new(),
+        Err(e) => panic!("peek {queue}: {e}"),
+    }
+}
+
+/// The setting `name` in `env`.
+pub fn setting<'a>(env: &'a [(String, String)], name: &str) -> &'a str {
+    &env.iter().find(|(k, _)| k == name).unwrap().1
+}
