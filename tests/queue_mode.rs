@@ -157,12 +157,13 @@ async fn a_handler_killed_mid_transfer_is_restarted_and_the_message_resumes() {
 }
 
 #[tokio::test]
-async fn a_job_that_can_never_succeed_ends_in_the_poison_queue_with_its_reason_logged() {
+async fn a_job_that_can_never_succeed_goes_to_the_poison_queue_at_once_with_its_reason_logged() {
     let emu = AcsEmulator::start(AcsEmulatorConfig::default())
         .await
         .unwrap();
     // ACS answers 404 for a recording it does not have (deleted, or past retention).
     let env = handler_env(Some(&emu));
+    let poison = format!("{}-poison", setting(&env, "TRANSFER_QUEUE"));
     let host = host(env).await;
     let (status, _) = deliver(
         &host,
@@ -176,21 +177,30 @@ async fn a_job_that_can_never_succeed_ends_in_the_poison_queue_with_its_reason_l
     )
     .await;
     assert_eq!(status, 200, "the webhook cannot know yet; it enqueues");
-    host.wait_for("the poison move", Duration::from_secs(60), |h| {
-        !h.poison_moves().is_empty()
+    host.wait_for("the handler's poison move", Duration::from_secs(60), |h| {
+        h.worker_output().contains("moved to the poison queue")
     })
     .await
     .unwrap();
-    let moves = host.poison_moves();
-    assert_eq!(
-        moves[0].dequeue_count, 5,
-        "tried maxDequeueCount times: {moves:#?}"
+    let moved = peek_queue(&poison).await;
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert!(moved[0].contains("0-wus-q3-gone"), "{moved:?}");
+    assert!(
+        host.poison_moves().is_empty(),
+        "not tried maxDequeueCount times first: {:#?}",
+        host.poison_moves()
     );
-    assert!(moves[0].poison_queue.ends_with("-poison"));
     let output = host.worker_output();
     assert!(
         output.contains("404") && output.contains("0-wus-q3-gone"),
         "the reason is in the handler's log:\n{output}"
+    );
+    assert_eq!(
+        output
+            .matches("recording chunk can never be archived as sent")
+            .count(),
+        1,
+        "tried once:\n{output}"
     );
     host.stop().await;
 }

@@ -106,6 +106,85 @@ pub fn peak_rss(pid: u32) -> io::Result<u64> {
     parse_peak_rss(&text).ok_or_else(|| invalid("VmHWM in /proc/<pid>/status"))
 }
 
+/// What a child process printed, how it ended, and its peak resident set.
+#[derive(Debug)]
+pub struct Finished {
+    /// How it ended.
+    pub status: std::process::ExitStatus,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// Peak resident set in bytes, from the kernel's accounting of this child alone
+    /// (`wait4`'s `ru_maxrss`): exact even when the peak comes just before exit, where
+    /// `/proc/<pid>/status` can no longer be read.
+    pub peak_rss: u64,
+}
+
+/// Runs `cmd` to the end (standard input from `stdin`, outputs collected) and reports its
+/// peak resident set.
+pub fn run_measured(
+    mut cmd: std::process::Command,
+    stdin: Option<Vec<u8>>,
+) -> io::Result<Finished> {
+    use std::io::{Read, Write};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    let mut child = cmd.spawn()?;
+    let feed = child.stdin.take().zip(stdin).map(|(mut pipe, data)| {
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&data);
+        })
+    });
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it and `status` for our own
+    // child, which `Child` has not reaped (it is never waited on after this).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if reaped != pid {
+        return Err(io::Error::last_os_error());
+    }
+    if let Some(feed) = feed {
+        let _ = feed.join();
+    }
+    Ok(Finished {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        // Linux reports kilobytes.
+        peak_rss: usage.ru_maxrss as u64 * 1024,
+    })
+}
+
 /// The machine's CPU counters now.
 pub fn machine() -> io::Result<MachineSample> {
     let text = std::fs::read_to_string("/proc/stat")?;
