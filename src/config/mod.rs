@@ -6,6 +6,7 @@
 //! `Debug` and `Display` print `***`.
 
 pub mod acs;
+pub mod front;
 pub mod naming;
 pub mod storage;
 
@@ -13,6 +14,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use acs::AcsSettings;
+pub use front::{ServerLimits, WebhookAuth, WebhookKeys};
 pub use naming::BlobNameTemplate;
 pub use storage::StorageSettings;
 
@@ -96,16 +98,7 @@ pub const MAX_BLOCK_BYTES: usize = 100 * 1024 * 1024;
 impl TransferSettings {
     fn load(lookup: &impl Lookup) -> Result<TransferSettings, ConfigError> {
         let d = TransferSettings::default();
-        let flag = |name: &str, default: bool| {
-            parse_opt(lookup, name, "true or false", |v| {
-                match v.to_ascii_lowercase().as_str() {
-                    "true" | "1" | "yes" | "on" => Some(true),
-                    "false" | "0" | "no" | "off" => Some(false),
-                    _ => None,
-                }
-            })
-            .map(|v| v.unwrap_or(default))
-        };
+        let flag = |name: &str, default: bool| parse_flag(lookup, name, default);
         Ok(TransferSettings {
             block_bytes: parse_opt(
                 lookup,
@@ -296,6 +289,10 @@ pub struct Settings {
     pub blob_name_template: BlobNameTemplate,
     /// `TRANSFER_*`.
     pub transfer: TransferSettings,
+    /// `HTTP_*`: what the handler's HTTP server grants one client.
+    pub server: ServerLimits,
+    /// `WEBHOOK_KEYS` and `WEBHOOK_ALLOW_ANONYMOUS`, for the Lambda front end.
+    pub webhook_keys: WebhookKeys,
 }
 
 impl Settings {
@@ -336,6 +333,8 @@ impl Settings {
                 Some(t) => BlobNameTemplate::parse(&t)?,
             },
             transfer: TransferSettings::load(lookup)?,
+            server: front::load_server_limits(lookup)?,
+            webhook_keys: front::load_webhook_keys(lookup)?,
         })
     }
 
@@ -363,6 +362,22 @@ pub(crate) fn parse_opt<T>(
             .map(Some)
             .ok_or_else(|| ConfigError::malformed(name, format!("expected {what}, got `{v}`"))),
     }
+}
+
+/// An optional `true`/`false` setting (`1`/`0`, `yes`/`no`, `on`/`off` too), or `default`.
+pub(crate) fn parse_flag(
+    lookup: &impl Lookup,
+    name: &str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    parse_opt(lookup, name, "true or false", |v| {
+        match v.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Some(true),
+            "false" | "0" | "no" | "off" => Some(false),
+            _ => None,
+        }
+    })
+    .map(|v| v.unwrap_or(default))
 }
 
 /// A container or queue name from `name` (or `default`): 3-63 characters, lower-case letters,

@@ -124,6 +124,8 @@ pub use process::{
 };
 pub use worker::WorkerInfo;
 
+pub(crate) use process::capture_output;
+
 use crate::queue::QueueClient;
 use front::{FrontEnd, HttpRoute};
 use journal::Journal;

@@ -159,37 +159,8 @@ impl HandlerProcess {
             .stderr(Stdio::piped())
             .stdin(Stdio::null());
         let mut child = cmd.spawn().map_err(|e| e.to_string())?;
-        let output = Arc::new(Mutex::new(String::new()));
         let echo = observer.is_none() && std::env::var_os("TESTKIT_ECHO").is_some();
-        for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let sink = Arc::clone(&output);
-            let observer = observer.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if echo {
-                        eprintln!("[handler] {line}");
-                    }
-                    if let Some(observe) = &observer {
-                        observe(&line);
-                    }
-                    let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
-                    s.push_str(&line);
-                    s.push('\n');
-                }
-            });
-        }
+        let output = capture_output(&mut child, observer, echo.then_some("handler"));
         let client = reqwest::Client::builder()
             .no_proxy()
             .build()
@@ -280,6 +251,46 @@ impl HandlerProcess {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Collects every line `child` writes to stdout and stderr (a thread per pipe), handing each to
+/// `observer` and echoing it to stderr under `echo` as a prefix when given.
+pub(crate) fn capture_output(
+    child: &mut Child,
+    observer: Option<LineObserver>,
+    echo: Option<&'static str>,
+) -> Arc<Mutex<String>> {
+    let output = Arc::new(Mutex::new(String::new()));
+    for pipe in [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let sink = Arc::clone(&output);
+        let observer = observer.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Some(prefix) = echo {
+                    eprintln!("[{prefix}] {line}");
+                }
+                if let Some(observe) = &observer {
+                    observe(&line);
+                }
+                let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+    }
+    output
 }
 
 impl Drop for HandlerProcess {
