@@ -12,7 +12,8 @@
 //! a date more than 15 minutes off, a wrong content hash or host gets a 401, as from the
 //! service. Recordings are generated on the fly ([`Content`]), so a 1 GiB+ chunk costs no
 //! memory; `Range` gets 206. Faults ([`Fault`]) are queued per recording and consumed one per
-//! authenticated request. Every request is logged ([`AcsEmulator::requests`]).
+//! authenticated request (or per media download, [`AcsEmulator::push_media_faults`]). Every
+//! request is logged with the time it was answered ([`AcsEmulator::requests`]).
 //!
 //! The verification in `auth.rs` is independent of the archiver's signer on purpose.
 
@@ -24,7 +25,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use tokio::net::{TcpListener, TcpStream};
@@ -150,6 +151,16 @@ impl Fault {
         }
     }
 
+    /// `429 Too Many Requests` with `Retry-After: <seconds>`.
+    pub fn throttled(retry_after_secs: u64) -> Fault {
+        Fault::Status {
+            status: 429,
+            headers: vec![("Retry-After".into(), retry_after_secs.to_string())],
+            body: r#"{"error":{"code":"TooManyRequests","message":"Too many requests."}}"#.into(),
+            content_type: "application/json".into(),
+        }
+    }
+
     /// A JSON error with this status.
     pub fn status(status: u16) -> Fault {
         Fault::Status {
@@ -208,6 +219,10 @@ pub struct LoggedRequest {
     pub verdict: Verdict,
     /// The status answered.
     pub status: u16,
+    /// When the answer's status was decided (for ordering against other services' logs).
+    pub at: Instant,
+    /// The injected fault this request used up, if any.
+    pub fault: Option<Fault>,
 }
 
 impl LoggedRequest {
@@ -238,6 +253,7 @@ struct State {
     storage_authority: String,
     recordings: Mutex<HashMap<String, Recording>>,
     faults: Mutex<HashMap<String, VecDeque<Fault>>>,
+    media_faults: Mutex<HashMap<String, VecDeque<Fault>>>,
     log: Mutex<Vec<LoggedRequest>>,
     counter: AtomicU64,
 }
@@ -267,6 +283,7 @@ impl AcsEmulator {
             storage_authority: storage_addr.to_string(),
             recordings: Mutex::default(),
             faults: Mutex::default(),
+            media_faults: Mutex::default(),
             log: Mutex::default(),
             counter: AtomicU64::new(0),
         });
@@ -430,11 +447,22 @@ impl AcsEmulator {
             .extend(faults);
     }
 
-    /// Faults not yet used up.
+    /// Queues faults that only media downloads of a recording use up, ahead of those from
+    /// [`AcsEmulator::push_faults`]: a cut or a trickle lands on the media whatever the client
+    /// asks for first (metadata, delete).
+    pub fn push_media_faults(&self, document_id: &str, faults: Vec<Fault>) {
+        lock(&self.state.media_faults)
+            .entry(document_id.to_string())
+            .or_default()
+            .extend(faults);
+    }
+
+    /// Faults not yet used up, media-only ones included.
     pub fn pending_faults(&self, document_id: &str) -> usize {
-        lock(&self.state.faults)
-            .get(document_id)
-            .map_or(0, VecDeque::len)
+        [&self.state.faults, &self.state.media_faults]
+            .iter()
+            .map(|faults| lock(faults).get(document_id).map_or(0, VecDeque::len))
+            .sum()
     }
 
     /// Every request so far, oldest first.
@@ -664,9 +692,15 @@ async fn handle(
             Err(reason) => Verdict::Rejected(reason.clone()),
         },
         status: 0,
+        at: Instant::now(),
+        fault: None,
     };
+    // Set once a fault is drawn, so every answer after that point logs it.
+    let used_fault: Mutex<Option<Fault>> = Mutex::new(None);
     let mut log = |status: u16| {
         entry.status = status;
+        entry.at = Instant::now();
+        entry.fault.clone_from(&lock(&used_fault));
         lock(&state.log).push(entry.clone());
     };
 
@@ -746,11 +780,17 @@ async fn handle(
         .await;
     }
 
-    let fault = document_id.as_deref().and_then(|id| {
-        lock(&state.faults)
-            .get_mut(id)
-            .and_then(VecDeque::pop_front)
-    });
+    let next_fault = |faults: &Mutex<HashMap<String, VecDeque<Fault>>>| {
+        document_id
+            .as_deref()
+            .and_then(|id| lock(faults).get_mut(id).and_then(VecDeque::pop_front))
+    };
+    let fault = match route {
+        Route::Media(_) => next_fault(&state.media_faults),
+        _ => None,
+    }
+    .or_else(|| next_fault(&state.faults));
+    *lock(&used_fault) = fault.clone();
     match fault {
         Some(Fault::Status {
             status,

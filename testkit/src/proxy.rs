@@ -1,6 +1,10 @@
 //! [`FaultProxy`]: an HTTP proxy in front of a storage endpoint (usually Azurite) that counts
 //! requests by Storage operation and answers the next N matching ones with an injected status,
-//! as the real service does when it is busy (503 `ServerBusy`) or throttling (429).
+//! as the real service does when it is busy (503 `ServerBusy`) or throttling (429), or after
+//! letting the request through, as when the answer to a write is lost. A fault can
+//! let a number of matching requests through first, so a test can script "the 7th Put Block
+//! fails" from a seed. Every request is logged with its answer and the time of it
+//! ([`FaultProxy::requests`]), so tests can order storage writes against other services' logs.
 //!
 //! Requests are forwarded as they are (path, query, headers, body), so SharedKey and SAS
 //! signatures made for the proxy's address still verify at the target: neither signs the host.
@@ -9,7 +13,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use warp::filters::path::FullPath;
@@ -68,12 +72,14 @@ impl RequestKind {
     }
 }
 
-/// An injected failure: the next `times` requests of `kind` get `status` without reaching the
-/// target.
+/// An injected failure: after `after` requests of `kind` went through, the next `times` get
+/// `status` without reaching the target.
 #[derive(Debug, Clone)]
 pub struct Fault {
     /// Which requests.
     pub kind: RequestKind,
+    /// How many of them pass untouched before the fault applies.
+    pub after: usize,
     /// How many of them.
     pub times: usize,
     /// The status to answer (with an Azure-style XML error body and `x-ms-error-code`).
@@ -82,6 +88,9 @@ pub struct Fault {
     pub retry_after: Option<u32>,
     /// Wait this long before answering (to exercise client timeouts).
     pub delay: Option<Duration>,
+    /// Forward the request first, so it takes effect, and answer `status` instead of the
+    /// target's answer: a write whose answer was lost on the way back.
+    pub forward: bool,
 }
 
 impl Fault {
@@ -89,10 +98,12 @@ impl Fault {
     pub fn status(kind: RequestKind, times: usize, status: u16) -> Fault {
         Fault {
             kind,
+            after: 0,
             times,
             status,
             retry_after: None,
             delay: None,
+            forward: false,
         }
     }
 
@@ -107,6 +118,36 @@ impl Fault {
         self.delay = Some(delay);
         self
     }
+
+    /// Lets the request reach the target before answering `status`.
+    pub fn after_forwarding(mut self) -> Fault {
+        self.forward = true;
+        self
+    }
+
+    /// Lets `n` matching requests through before the fault applies.
+    pub fn after(mut self, n: usize) -> Fault {
+        self.after = n;
+        self
+    }
+}
+
+/// One request as the proxy answered it.
+#[derive(Debug, Clone)]
+pub struct ProxiedRequest {
+    /// The operation.
+    pub kind: RequestKind,
+    /// The path (account, container, blob or queue), without the query.
+    pub path: String,
+    /// The status sent back.
+    pub status: u16,
+    /// What the target answered, when the request reached it (502 when it could not be
+    /// reached); with a fault [`Fault::after_forwarding`] this differs from `status`.
+    pub target_status: Option<u16>,
+    /// Whether the status was injected.
+    pub injected: bool,
+    /// When the answer was ready to send.
+    pub at: Instant,
 }
 
 #[derive(Default)]
@@ -120,6 +161,7 @@ struct State {
     client: reqwest::Client,
     faults: Mutex<Vec<Fault>>,
     counters: Mutex<Counters>,
+    log: Mutex<Vec<ProxiedRequest>>,
 }
 
 /// A running proxy; stops when dropped.
@@ -154,6 +196,7 @@ impl FaultProxy {
             client: reqwest::Client::new(),
             faults: Mutex::new(Vec::new()),
             counters: Mutex::new(Counters::default()),
+            log: Mutex::new(Vec::new()),
         });
         let with_state = {
             let state = state.clone();
@@ -182,7 +225,8 @@ impl FaultProxy {
         self.server.addr
     }
 
-    /// Queues a fault; faults for the same kind apply in the order given.
+    /// Queues a fault; faults for the same kind apply in the order given (a fault still
+    /// letting requests through holds back the ones queued after it).
     pub fn inject(&self, fault: Fault) {
         lock(&self.state.faults).push(fault);
     }
@@ -194,6 +238,11 @@ impl FaultProxy {
             .get(&kind)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Every request so far, in the order they were answered.
+    pub fn requests(&self) -> Vec<ProxiedRequest> {
+        lock(&self.state.log).clone()
     }
 
     /// Requests of `kind` answered with an injected fault so far.
@@ -274,14 +323,8 @@ async fn handle(
     state: Arc<State>,
 ) -> Response<Bytes> {
     let kind = RequestKind::classify(&method, path.as_str(), &query);
-    let fault = {
-        let mut faults = lock(&state.faults);
-        let hit = faults.iter_mut().find(|f| f.kind == kind && f.times > 0);
-        hit.map(|f| {
-            f.times -= 1;
-            f.clone()
-        })
-    };
+    let fault = take_fault(&mut lock(&state.faults), kind);
+    let injected = fault.is_some();
     let request_no = {
         let mut counters = lock(&state.counters);
         *counters.seen.entry(kind).or_default() += 1;
@@ -290,22 +333,57 @@ async fn handle(
         }
         counters.seen.values().sum::<usize>()
     };
-    if let Some(fault) = fault {
-        if let Some(delay) = fault.delay {
-            tokio::time::sleep(delay).await;
+    let (response, target_status) = match fault {
+        Some(fault) => {
+            let mut target_status = None;
+            if fault.forward {
+                let lost = answer(&state, method.clone(), &path, &query, &headers, body).await;
+                target_status = Some(lost.status().as_u16());
+            }
+            if let Some(delay) = fault.delay {
+                tokio::time::sleep(delay).await;
+            }
+            let injected = fault_response(&fault, request_no, method == Method::HEAD);
+            (injected, target_status)
         }
-        return fault_response(&fault, request_no, method == Method::HEAD);
+        None => {
+            let forwarded = answer(&state, method, &path, &query, &headers, body).await;
+            let status = forwarded.status().as_u16();
+            (forwarded, Some(status))
+        }
+    };
+    lock(&state.log).push(ProxiedRequest {
+        kind,
+        path: path.as_str().to_string(),
+        status: response.status().as_u16(),
+        target_status,
+        injected,
+        at: Instant::now(),
+    });
+    response
+}
+
+/// The fault that applies to the next request of `kind`, if any, counting it off.
+fn take_fault(faults: &mut [Fault], kind: RequestKind) -> Option<Fault> {
+    let f = faults.iter_mut().find(|f| f.kind == kind && f.times > 0)?;
+    if f.after > 0 {
+        f.after -= 1;
+        return None;
     }
-    match forward(
-        &state,
-        method.clone(),
-        path.as_str(),
-        &query,
-        &headers,
-        body,
-    )
-    .await
-    {
+    f.times -= 1;
+    Some(f.clone())
+}
+
+/// The target's answer, or 502 when it cannot be reached.
+async fn answer(
+    state: &State,
+    method: Method,
+    path: &FullPath,
+    query: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response<Bytes> {
+    match forward(state, method, path.as_str(), query, headers, body).await {
         Ok(response) => response,
         Err(e) => Response::builder()
             .status(StatusCode::BAD_GATEWAY)
@@ -422,6 +500,20 @@ mod tests {
             RequestKind::PutMessage
         );
         assert_eq!(c(Method::DELETE, "/a/c/b", ""), RequestKind::Other);
+    }
+
+    #[test]
+    fn a_fault_lets_its_quota_through_then_applies_in_order() {
+        let mut faults = vec![
+            Fault::status(RequestKind::PutBlock, 1, 503).after(2),
+            Fault::status(RequestKind::PutBlock, 1, 500),
+        ];
+        let mut next = || take_fault(&mut faults, RequestKind::PutBlock).map(|f| f.status);
+        assert_eq!(
+            [next(), next(), next(), next(), next()],
+            [None, None, Some(503), Some(500), None]
+        );
+        assert!(take_fault(&mut faults, RequestKind::PutBlockList).is_none());
     }
 
     #[test]
