@@ -126,6 +126,13 @@ pub struct ListedBlob {
     pub content_type: String,
 }
 
+/// One HTTP client for the whole test binary: building one loads the TLS roots, which costs
+/// more than the requests the tests make with it.
+pub fn http() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(reqwest::Client::new)
+}
+
 fn sas(container: &str) -> String {
     azurite().container_sas(container, "rl", std::time::Duration::from_secs(600))
 }
@@ -137,7 +144,7 @@ pub async fn list_blobs(container: &str) -> Vec<ListedBlob> {
         azurite().blob_endpoint(),
         sas(container)
     );
-    let r = reqwest::get(&url).await.unwrap();
+    let r = http().get(&url).send().await.unwrap();
     if r.status() == 404 {
         return Vec::new();
     }
@@ -168,7 +175,7 @@ pub async fn read_blob(container: &str, name: &str) -> bytes::Bytes {
         azurite().blob_endpoint(),
         sas(container)
     );
-    let r = reqwest::get(&url).await.unwrap();
+    let r = http().get(&url).send().await.unwrap();
     assert!(r.status().is_success(), "GET {name}: {}", r.status());
     r.bytes().await.unwrap()
 }

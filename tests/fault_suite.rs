@@ -1,0 +1,826 @@
+//! The randomized fault suite: dozens of recordings archived in queue mode by two handler
+//! instances (two emulated Functions hosts, one queue), with `DELETE_AFTER_ARCHIVE` on, while
+//! Event Grid delivers every event up to three times and concurrently, ACS answers 503/429 with
+//! `Retry-After`, cuts bodies and sends empty ones, Blob Storage answers 5xx (and loses the
+//! answer to writes it made), and one handler is killed with SIGKILL in mid-transfer. A few
+//! jobs get faults that can never pass: an object ACS does not have (404), one it refuses
+//! (401), and a URL the handler must refuse.
+//!
+//! Whatever the interleaving, it must end with every other chunk committed exactly once and
+//! byte-exact, a recording deleted from ACS only after all its chunks were committed, and
+//! nothing in the poison queue but the permanent jobs, each with its reason.
+//!
+//! Faults are drawn from `FAULT_SUITE_SEED` (printed first; a fixed default otherwise), so
+//! `FAULT_SUITE_SEED=<n> cargo test --test fault_suite -- --nocapture` injects the same faults
+//! again. Which instance takes which message is up to the scheduler, as in production.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use archiver_testkit::acs::{self, AcsEmulator, AcsEmulatorConfig, LoggedRequest, RecordingFormat};
+use archiver_testkit::host::{FunctionsHost, HostOptions};
+use archiver_testkit::proxy::{self, FaultProxy, ProxiedRequest, RequestKind};
+use archiver_testkit::queue::{MessageEncoding, QueueClient};
+use serde_json::{json, Value};
+use support::*;
+
+const SEED_VARIABLE: &str = "FAULT_SUITE_SEED";
+const DEFAULT_SEED: u64 = 20_261_129;
+/// Recordings with only transient faults (besides the slow one and the permanent ones).
+const GOOD_RECORDINGS: usize = 24;
+const BLOCK: u64 = 64 * 1024;
+/// Every wait ends within this, so a hang fails with the hosts' logs instead of stalling CI.
+const BUDGET: Duration = Duration::from_secs(150);
+/// A host that may not be reached: link-local, the cloud metadata address.
+const REFUSED_HOST: &str = "169.254.169.254";
+
+/// A fault that no retry can get past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Permanent {
+    /// ACS does not have the object (deleted elsewhere, or past its 24 h retention).
+    NotFound,
+    /// ACS refuses every request for the object.
+    Unauthorized,
+    /// The event's URLs name a host the handler must never contact.
+    Refused,
+}
+
+impl Permanent {
+    /// Text the poison reason (or the handler's error log) must contain.
+    fn marker(self) -> &'static str {
+        match self {
+            Permanent::NotFound => "404",
+            Permanent::Unauthorized => "401",
+            Permanent::Refused => REFUSED_HOST,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Chunk {
+    doc: String,
+    size: u64,
+    permanent: Option<Permanent>,
+}
+
+#[derive(Debug)]
+struct Recording {
+    call: String,
+    chunks: Vec<Chunk>,
+    /// How many times Event Grid delivers its event (the refused one is written to the queue).
+    deliveries: usize,
+}
+
+impl Recording {
+    fn docs(&self) -> Vec<&str> {
+        self.chunks.iter().map(|c| c.doc.as_str()).collect()
+    }
+
+    fn event(&self, emu: &AcsEmulator) -> Value {
+        let mut event = ga_event(
+            emu,
+            &format!("evt-{}", self.call),
+            &self.call,
+            &self.docs(),
+            "Mp4",
+        );
+        if self
+            .chunks
+            .iter()
+            .any(|c| c.permanent == Some(Permanent::Refused))
+        {
+            let chunks = event["data"]["recordingStorageInfo"]["recordingChunks"]
+                .as_array_mut()
+                .unwrap();
+            for chunk in chunks {
+                for key in ["contentLocation", "metadataLocation", "deleteLocation"] {
+                    let url = chunk[key].as_str().unwrap();
+                    let path = &url[url.find("/v1/").unwrap()..];
+                    chunk[key] = json!(format!("http://{REFUSED_HOST}{path}"));
+                }
+            }
+        }
+        event
+    }
+
+    fn permanent(&self) -> bool {
+        self.chunks.iter().any(|c| c.permanent.is_some())
+    }
+
+    fn media_blob(&self, index: usize) -> String {
+        format!(
+            "2026/11/24/{}/{index:03}-{}.mp4",
+            self.call, self.chunks[index].doc
+        )
+    }
+}
+
+/// Everything the seed decides.
+struct Plan {
+    recordings: Vec<Recording>,
+    /// The chunk whose download trickles, so the kill lands in mid-transfer.
+    slow_doc: String,
+    /// Per chunk: faults any request may use up, and faults only media downloads use up.
+    acs_faults: Vec<(String, Vec<acs::Fault>, Vec<acs::Fault>)>,
+    /// Per handler instance: faults its Blob proxy injects.
+    blob_faults: [Vec<proxy::Fault>; 2],
+}
+
+fn chunk_size(rng: &mut fastrand::Rng) -> u64 {
+    match rng.u8(0..4) {
+        0 => rng.u64(1..200),
+        1 => BLOCK * rng.u64(1..4),
+        2 => rng.u64(BLOCK..5 * BLOCK),
+        _ => rng.u64(200..BLOCK),
+    }
+}
+
+fn transient_acs_faults(rng: &mut fastrand::Rng, size: u64) -> (Vec<acs::Fault>, Vec<acs::Fault>) {
+    // At most three in a row for one call: the clients make six attempts.
+    let any = (0..rng.usize(0..3))
+        .map(|_| match rng.bool() {
+            true => acs::Fault::unavailable(1),
+            false => acs::Fault::throttled(1),
+        })
+        .collect();
+    // Cuts and empty bodies only on media: an empty 200 to a DELETE would read as deleted.
+    let media = (0..rng.usize(0..2))
+        .map(|_| match rng.bool() {
+            true => acs::Fault::CutAfter(rng.u64(0..size)),
+            false => acs::Fault::EmptyOk,
+        })
+        .collect();
+    (any, media)
+}
+
+fn blob_faults(rng: &mut fastrand::Rng) -> Vec<proxy::Fault> {
+    let mut faults = Vec::new();
+    for (kind, count) in [
+        (RequestKind::PutBlock, 4),
+        (RequestKind::PutBlockList, 2),
+        (RequestKind::GetProperties, 2),
+        (RequestKind::GetBlockList, 1),
+        (RequestKind::PutBlob, 1),
+    ] {
+        for _ in 0..count {
+            let status = [500, 503][rng.usize(0..2)];
+            let mut fault = proxy::Fault::status(kind, 1, status).after(rng.usize(0..12));
+            if status == 503 && rng.bool() {
+                fault = fault.with_retry_after(1);
+            }
+            // A write that happened but whose answer was lost: the retry finds it done.
+            if matches!(kind, RequestKind::PutBlockList | RequestKind::PutBlob) && rng.bool() {
+                fault = fault.after_forwarding();
+            }
+            faults.push(fault);
+        }
+    }
+    faults
+}
+
+fn plan(seed: u64) -> Plan {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut recordings = Vec::new();
+    let mut acs_faults = Vec::new();
+    let doc = |r: usize, c: usize| format!("0-fs-r{r:02}c{c}");
+    for r in 0..GOOD_RECORDINGS {
+        let chunks: Vec<Chunk> = (0..rng.usize(1..4))
+            .map(|c| Chunk {
+                doc: doc(r, c),
+                size: chunk_size(&mut rng),
+                permanent: None,
+            })
+            .collect();
+        for c in &chunks {
+            let (any, media) = transient_acs_faults(&mut rng, c.size);
+            acs_faults.push((c.doc.clone(), any, media));
+        }
+        recordings.push(Recording {
+            call: format!("call-fs{r:02}"),
+            chunks,
+            deliveries: rng.usize(1..4),
+        });
+    }
+    // The slow one: 1 MiB trickled, delivered once, so its only transfer is the one killed.
+    let slow = GOOD_RECORDINGS;
+    let slow_doc = doc(slow, 0);
+    acs_faults.push((
+        slow_doc.clone(),
+        Vec::new(),
+        vec![acs::Fault::Trickle {
+            chunk: 32 * 1024,
+            interval: Duration::from_millis(30),
+        }],
+    ));
+    recordings.push(Recording {
+        call: format!("call-fs{slow:02}"),
+        chunks: vec![Chunk {
+            doc: slow_doc.clone(),
+            size: 16 * BLOCK,
+            permanent: None,
+        }],
+        deliveries: 1,
+    });
+    // The permanent ones, each beside good chunks of the same recording.
+    for (i, permanent) in [
+        Permanent::NotFound,
+        Permanent::Unauthorized,
+        Permanent::Refused,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = slow + 1 + i;
+        let count = if permanent == Permanent::Refused {
+            1
+        } else {
+            rng.usize(2..4)
+        };
+        let bad = rng.usize(0..count);
+        let chunks: Vec<Chunk> = (0..count)
+            .map(|c| Chunk {
+                doc: doc(r, c),
+                size: chunk_size(&mut rng),
+                permanent: (c == bad).then_some(permanent),
+            })
+            .collect();
+        if permanent == Permanent::Unauthorized {
+            // More refusals than any number of tries could use up.
+            acs_faults.push((
+                chunks[bad].doc.clone(),
+                vec![acs::Fault::status(401); 50],
+                Vec::new(),
+            ));
+        }
+        recordings.push(Recording {
+            call: format!("call-fs{r:02}"),
+            chunks,
+            deliveries: rng.usize(1..3),
+        });
+    }
+    Plan {
+        recordings,
+        slow_doc,
+        acs_faults,
+        blob_faults: [blob_faults(&mut rng), blob_faults(&mut rng)],
+    }
+}
+
+/// One emulated Functions host (one handler instance) of the app in this repository.
+async fn start_host(settings: Vec<(String, String)>) -> FunctionsHost {
+    let mut app_settings = settings;
+    app_settings.push(("FUNCTIONS_WORKER_RUNTIME".into(), "Custom".into()));
+    app_settings.push(("AzureWebJobsStorage".into(), azurite().connection_string()));
+    let options = HostOptions {
+        handler: Some(HANDLER.into()),
+        app_settings,
+        max_polling_interval: Some(Duration::from_millis(200)),
+        visibility_timeout: Some(Duration::from_millis(500)),
+        ..HostOptions::default()
+    };
+    FunctionsHost::start_with(Path::new(env!("CARGO_MANIFEST_DIR")), options)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Delivers `events` as Event Grid does: again after a 5xx, until it is accepted. Returns how
+/// many chunks the webhook enqueued.
+async fn deliver(host: &FunctionsHost, events: Value) -> u64 {
+    let client = reqwest::Client::new();
+    for _ in 0..20 {
+        let r = client
+            .post(host.url("/api/RecordingWebhook?code=function-key"))
+            .header("Content-Type", "application/json")
+            .header("aeg-event-type", "Notification")
+            .body(events.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        match status {
+            200 => return body["chunks"]["enqueued"].as_u64().unwrap(),
+            500..=599 => tokio::time::sleep(Duration::from_millis(200)).await,
+            _ => panic!("delivery answered {status}: {body}"),
+        }
+    }
+    panic!("the webhook kept answering 5xx")
+}
+
+/// Sends every delivery of the plan at once (each after a short seeded delay, so copies of one
+/// event overlap), batches of one to three events, each batch to either instance. Returns the
+/// number of job messages enqueued.
+async fn deliver_all(plan: &Plan, emu: &AcsEmulator, hosts: &[FunctionsHost], seed: u64) -> u64 {
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0xde11_7e55);
+    let mut copies: Vec<Value> = plan
+        .recordings
+        .iter()
+        .filter(|r| {
+            !r.chunks
+                .iter()
+                .any(|c| c.permanent == Some(Permanent::Refused))
+        })
+        .flat_map(|r| std::iter::repeat_n(r.event(emu), r.deliveries))
+        .collect();
+    rng.shuffle(&mut copies);
+    let mut sends = Vec::new();
+    while !copies.is_empty() {
+        let n = rng.usize(1..4).min(copies.len());
+        let batch: Vec<Value> = copies.drain(..n).collect();
+        let host = &hosts[rng.usize(0..hosts.len())];
+        let delay = Duration::from_millis(rng.u64(0..600));
+        sends.push(async move {
+            tokio::time::sleep(delay).await;
+            deliver(host, Value::Array(batch)).await
+        });
+    }
+    futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .sum()
+}
+
+/// What the kill hit.
+struct Kill {
+    host: usize,
+    blocks_staged: usize,
+    committed_before: bool,
+}
+
+/// Waits until one instance has staged blocks of `doc` and SIGKILLs its handler.
+async fn kill_mid_transfer(hosts: &[FunctionsHost], proxies: &[FaultProxy], doc: &str) -> Kill {
+    let staged = |p: &FaultProxy| {
+        p.requests()
+            .iter()
+            .filter(|r| r.kind == RequestKind::PutBlock && r.target_status == Some(201))
+            .filter(|r| r.path.contains(doc))
+            .count()
+    };
+    let mut target = None;
+    wait_until(BUDGET, "blocks of the slow chunk to be staged", || {
+        target = proxies.iter().position(|p| staged(p) >= 3);
+        target.is_some()
+    })
+    .await;
+    let host = target.unwrap();
+    let committed_before = proxies
+        .iter()
+        .flat_map(|p| p.requests())
+        .any(|r| is_commit(&r) && r.path.contains(doc));
+    hosts[host].kill_handler().expect("the worker was running");
+    Kill {
+        host,
+        blocks_staged: staged(&proxies[host]),
+        committed_before,
+    }
+}
+
+/// A Put Block List that reached Azurite and created the blob.
+fn is_commit(r: &ProxiedRequest) -> bool {
+    r.kind == RequestKind::PutBlockList && r.target_status == Some(201)
+}
+
+/// The queue message's chunk: a job's `documentId`, or the chunks of a raw event.
+fn message_docs(text: &str) -> Vec<String> {
+    let value: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    if let Some(doc) = value["documentId"].as_str() {
+        return vec![doc.to_string()];
+    }
+    value["data"]["recordingStorageInfo"]["recordingChunks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["documentId"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The first `max` bytes of `text` (on a character boundary).
+fn excerpt(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Takes every message out of `queue` (they stay invisible for the rest of the test).
+async fn drain(client: &QueueClient, queue: &str) -> Vec<String> {
+    let mut texts = Vec::new();
+    loop {
+        let batch = client
+            .get_messages(queue, 32, Duration::from_secs(600))
+            .await
+            .unwrap();
+        if batch.is_empty() {
+            return texts;
+        }
+        texts.extend(
+            batch
+                .into_iter()
+                .map(|m| MessageEncoding::Base64.decode(&m.text).unwrap()),
+        );
+    }
+}
+
+#[derive(Default)]
+struct Totals {
+    faults: BTreeMap<String, usize>,
+    queue_redeliveries: usize,
+    in_process_retries: usize,
+    resumed_from_staged: usize,
+    resumed_mid_body: usize,
+    duplicates_absorbed: u64,
+    commit_races_lost: usize,
+    poison: usize,
+}
+
+impl Totals {
+    fn count(&mut self, kind: impl Into<String>) {
+        *self.faults.entry(kind.into()).or_default() += 1;
+    }
+
+    fn print(&self, seed: u64, elapsed: Duration) {
+        println!(
+            "fault suite totals (seed {seed}, {:.1} s):",
+            elapsed.as_secs_f64()
+        );
+        for (kind, n) in &self.faults {
+            println!("  fault {kind:<34} {n}");
+        }
+        println!(
+            "  retries: {} queue redeliveries, {} in-process (requests repeated after a transient answer)",
+            self.queue_redeliveries, self.in_process_retries
+        );
+        println!(
+            "  resumes: {} from staged blocks, {} mid-body (ranged re-reads)",
+            self.resumed_from_staged, self.resumed_mid_body
+        );
+        println!(
+            "  duplicates absorbed: {} job messages ({} commit races lost)",
+            self.duplicates_absorbed, self.commit_races_lost
+        );
+        println!("  poison messages: {}", self.poison);
+    }
+}
+
+fn acs_fault_name(fault: &acs::Fault) -> String {
+    match fault {
+        acs::Fault::Status {
+            status, headers, ..
+        } => {
+            let retry_after = headers.iter().any(|(k, _)| k == "Retry-After");
+            format!(
+                "ACS {status}{}",
+                if retry_after { " + Retry-After" } else { "" }
+            )
+        }
+        acs::Fault::CutAfter(_) => "ACS body cut".into(),
+        acs::Fault::EmptyOk => "ACS empty 200".into(),
+        acs::Fault::Trickle { .. } => "ACS trickled body".into(),
+        other => format!("ACS {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn archives_every_chunk_exactly_once_through_random_faults() {
+    let seed = std::env::var(SEED_VARIABLE)
+        .ok()
+        .map(|s| {
+            s.parse()
+                .unwrap_or_else(|_| panic!("{SEED_VARIABLE}={s} is not a number"))
+        })
+        .unwrap_or(DEFAULT_SEED);
+    println!("fault suite seed: {seed} (replay with {SEED_VARIABLE}={seed})");
+    let started = Instant::now();
+    let plan = plan(seed);
+
+    let emu = AcsEmulator::start(AcsEmulatorConfig::default())
+        .await
+        .unwrap();
+    let mut content_rng = fastrand::Rng::with_seed(seed ^ 0xc0_47e7);
+    for r in &plan.recordings {
+        for c in r
+            .chunks
+            .iter()
+            .filter(|c| c.permanent != Some(Permanent::NotFound))
+        {
+            emu.add_recording(&c.doc, c.size, content_rng.u64(..), RecordingFormat::Mp4);
+        }
+    }
+    for (doc, any, media) in &plan.acs_faults {
+        emu.push_faults(doc, any.clone());
+        emu.push_media_faults(doc, media.clone());
+    }
+
+    let mut settings = handler_env(Some(&emu));
+    set(&mut settings, "DELETE_AFTER_ARCHIVE", "true");
+    set(&mut settings, "TRANSFER_BLOCK_BYTES", &BLOCK.to_string());
+    set(&mut settings, "TRANSFER_PARALLEL_BLOCKS", "2");
+    let container = settings
+        .iter()
+        .find(|(k, _)| k == "RECORDINGS_CONTAINER")
+        .unwrap()
+        .1
+        .clone();
+    let queue = settings
+        .iter()
+        .find(|(k, _)| k == "TRANSFER_QUEUE")
+        .unwrap()
+        .1
+        .clone();
+    let mut proxies = Vec::new();
+    let mut hosts = Vec::new();
+    for faults in &plan.blob_faults {
+        let proxy = FaultProxy::start(&azurite().blob_endpoint()).await.unwrap();
+        for f in faults {
+            proxy.inject(f.clone());
+        }
+        let mut instance = settings.clone();
+        set(
+            &mut instance,
+            "RECORDINGS_STORAGE",
+            &storage_at(&proxy.endpoint(), &azurite().queue_endpoint()),
+        );
+        hosts.push(start_host(instance).await);
+        proxies.push(proxy);
+    }
+
+    // Event Grid, and a subscription that writes straight to the queue (the only way a refused
+    // URL reaches the queue path once the webhook refuses it).
+    let queues = QueueClient::from_connection_string(&azurite().connection_string()).unwrap();
+    let mut direct = 0;
+    for r in plan.recordings.iter().filter(|r| {
+        r.chunks
+            .iter()
+            .any(|c| c.permanent == Some(Permanent::Refused))
+    }) {
+        for _ in 0..r.deliveries {
+            let text = r.event(&emu).to_string();
+            queues
+                .put_message(&queue, &MessageEncoding::Base64.encode(&text))
+                .await
+                .unwrap();
+            direct += 1;
+        }
+    }
+    let (enqueued, kill) = tokio::join!(
+        deliver_all(&plan, &emu, &hosts, seed),
+        kill_mid_transfer(&hosts, &proxies, &plan.slow_doc),
+    );
+    assert!(
+        !kill.committed_before,
+        "the kill came after the slow chunk was committed: not in mid-transfer"
+    );
+    for host in &hosts {
+        let left = BUDGET.saturating_sub(started.elapsed());
+        host.wait_until_idle(left)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let elapsed = started.elapsed();
+
+    let acs_log: Vec<LoggedRequest> = emu.requests();
+    let blob_log: Vec<ProxiedRequest> = proxies.iter().flat_map(|p| p.requests()).collect();
+    let invocations: Vec<_> = hosts
+        .iter()
+        .flat_map(|h| h.invocations())
+        .filter(|i| i.function == "RecordingTransfer")
+        .collect();
+    let poison_moves: Vec<_> = hosts.iter().flat_map(|h| h.poison_moves()).collect();
+    let worker_output: String = hosts.iter().map(|h| h.worker_output()).collect();
+
+    // Every chunk without a permanent fault: one media blob, committed once, byte-exact, with
+    // its record; no other blob.
+    let blobs = list_blobs(&container).await;
+    let names: HashSet<&str> = blobs.iter().map(|b| b.name.as_str()).collect();
+    let mut expected = HashSet::new();
+    let mut good_docs = HashSet::new();
+    let mut commits_of: HashMap<String, Vec<Instant>> = HashMap::new();
+    for r in &plan.recordings {
+        for (i, c) in r.chunks.iter().enumerate() {
+            let media = r.media_blob(i);
+            let commits: Vec<Instant> = blob_log
+                .iter()
+                .filter(|q| is_commit(q) && q.path.ends_with(&format!("/{media}")))
+                .map(|q| q.at)
+                .collect();
+            if c.permanent.is_some() {
+                assert!(
+                    commits.is_empty() && !names.contains(media.as_str()),
+                    "{media} has a permanent fault but was committed"
+                );
+                continue;
+            }
+            good_docs.insert(c.doc.clone());
+            assert_eq!(
+                commits.len(),
+                1,
+                "{media} committed {} times",
+                commits.len()
+            );
+            assert!(
+                names.contains(media.as_str()),
+                "{media} lost; container holds {names:#?}"
+            );
+            assert_eq!(
+                sha256(&read_blob(&container, &media).await),
+                emu.expected_sha256(&c.doc).unwrap(),
+                "{media} differs from the source"
+            );
+            let history = |blob: &str| -> Vec<String> {
+                blob_log
+                    .iter()
+                    .filter(|q| q.path.ends_with(&format!("/{blob}")))
+                    .map(|q| format!("{:?} {} (target {:?})", q.kind, q.status, q.target_status))
+                    .collect()
+            };
+            assert!(
+                names.contains(format!("{media}.json").as_str()),
+                "{media} has no record; its Blob requests: {:#?}\nthe record's: {:#?}",
+                history(&media),
+                history(&format!("{media}.json"))
+            );
+            let record: Value =
+                serde_json::from_slice(&read_blob(&container, &format!("{media}.json")).await)
+                    .unwrap();
+            assert_eq!(record["archive"]["documentId"], c.doc, "{record}");
+            assert_eq!(record["archive"]["sizeBytes"], c.size, "{record}");
+            assert_eq!(
+                record["acsMetadata"]["chunkDocumentId"], c.doc,
+                "{media}.json: {record}"
+            );
+            expected.insert(media.clone());
+            expected.insert(format!("{media}.json"));
+            commits_of.insert(c.doc.clone(), commits);
+        }
+    }
+    let unexpected: Vec<_> = names.iter().filter(|n| !expected.contains(**n)).collect();
+    assert!(
+        unexpected.is_empty(),
+        "blobs nobody asked for: {unexpected:#?}"
+    );
+
+    // A recording is deleted from ACS only after every chunk of it was committed, and every
+    // recording whose chunks all were is deleted.
+    for r in &plan.recordings {
+        for c in &r.chunks {
+            let deletes: Vec<&LoggedRequest> = acs_log
+                .iter()
+                .filter(|q| q.method == "DELETE" && q.status == 200 && q.fault.is_none())
+                .filter(|q| q.document_id.as_deref() == Some(c.doc.as_str()))
+                .collect();
+            if r.permanent() {
+                assert!(
+                    deletes.is_empty(),
+                    "{} deleted although {} is not archived",
+                    c.doc,
+                    r.call
+                );
+                continue;
+            }
+            assert!(
+                emu.is_deleted(&c.doc),
+                "{} was archived but never deleted from ACS",
+                c.doc
+            );
+            for delete in deletes {
+                for sibling in &r.chunks {
+                    let committed = commits_of[&sibling.doc][0];
+                    assert!(
+                        committed < delete.at,
+                        "{} deleted before its sibling {} was committed",
+                        c.doc,
+                        sibling.doc
+                    );
+                }
+            }
+        }
+    }
+
+    // The poison queue holds the permanent jobs and nothing else, each with its reason.
+    let poison_queue = hosts[0]
+        .queues()
+        .iter()
+        .find(|q| q.function == "RecordingTransfer")
+        .unwrap()
+        .poison_queue
+        .clone();
+    let poisoned = drain(&queues, &poison_queue).await;
+    let permanent: BTreeMap<&str, Permanent> = plan
+        .recordings
+        .iter()
+        .flat_map(|r| &r.chunks)
+        .filter_map(|c| c.permanent.map(|p| (c.doc.as_str(), p)))
+        .collect();
+    let mut poisoned_docs = HashSet::new();
+    let mut wrongly_poisoned = Vec::new();
+    for text in &poisoned {
+        let docs = message_docs(text);
+        if docs.len() != 1 || !permanent.contains_key(docs[0].as_str()) {
+            let reason = poison_moves
+                .iter()
+                .find(|m| docs.iter().any(|d| m.reason.contains(d.as_str())))
+                .map_or("(no poison move names it)", |m| m.reason.as_str());
+            wrongly_poisoned.push(format!("{docs:?}: {}", excerpt(reason, 400)));
+        }
+        poisoned_docs.extend(docs);
+    }
+    assert!(
+        wrongly_poisoned.is_empty(),
+        "{} of {} poison messages are jobs that could succeed:\n{}",
+        wrongly_poisoned.len(),
+        poisoned.len(),
+        wrongly_poisoned.join("\n")
+    );
+    for (doc, why) in &permanent {
+        assert!(
+            poisoned_docs.contains(*doc),
+            "{doc} ({why:?}) is not in the poison queue"
+        );
+        let reason = poison_moves
+            .iter()
+            .map(|m| m.reason.as_str())
+            .chain(worker_output.lines().filter(|l| l.contains("ERROR")))
+            .find(|l| l.contains(doc) || (*why == Permanent::Refused && l.contains(REFUSED_HOST)));
+        let reason = reason.unwrap_or_else(|| panic!("no reason given for {doc} ({why:?})"));
+        assert!(
+            reason.contains(why.marker()),
+            "{doc} ({why:?}): the reason does not say why: {reason}"
+        );
+    }
+    let errors_about_good: Vec<&str> = worker_output
+        .lines()
+        .filter(|l| l.contains("ERROR") && good_docs.iter().any(|d| l.contains(d.as_str())))
+        .collect();
+    assert!(
+        errors_about_good.is_empty(),
+        "errors logged for chunks that were archived: {errors_about_good:#?}"
+    );
+
+    // Totals.
+    let mut totals = Totals::default();
+    for q in &acs_log {
+        if let Some(fault) = &q.fault {
+            totals.count(acs_fault_name(fault));
+            if !matches!(fault, acs::Fault::Trickle { .. })
+                && !permanent.contains_key(q.document_id.as_deref().unwrap_or_default())
+            {
+                totals.in_process_retries += 1;
+            }
+        }
+    }
+    for q in blob_log.iter().filter(|q| q.injected) {
+        let lost = if q.target_status.is_some() {
+            " after the write"
+        } else {
+            ""
+        };
+        totals.count(format!("Blob {} {:?}{lost}", q.status, q.kind));
+        totals.in_process_retries += 1;
+    }
+    totals.count("handler SIGKILL in mid-transfer");
+    for why in permanent.values() {
+        totals.count(format!("permanent {why:?}"));
+    }
+    totals.queue_redeliveries = invocations
+        .iter()
+        .filter(|i| i.dequeue_count > Some(1))
+        .count();
+    totals.resumed_mid_body = acs_log
+        .iter()
+        .filter(|q| q.method == "GET" && q.range().is_some_and(|r| !r.starts_with("bytes=0-")))
+        .count();
+    for b in blobs.iter().filter(|b| b.name.ends_with(".json")) {
+        let record: Value = serde_json::from_slice(&read_blob(&container, &b.name).await).unwrap();
+        if record["archive"]["resumedFromByte"].as_u64().unwrap_or(0) > 0 {
+            totals.resumed_from_staged += 1;
+        }
+    }
+    let permanent_messages = poisoned.len() as u64;
+    totals.duplicates_absorbed = (enqueued + direct) - permanent_messages - good_docs.len() as u64;
+    totals.commit_races_lost = blob_log
+        .iter()
+        .filter(|q| q.kind == RequestKind::PutBlockList && q.target_status == Some(409))
+        .count();
+    totals.poison = poisoned.len();
+    totals.print(seed, elapsed);
+    println!(
+        "  (kill hit instance {} after {} staged blocks; {} chunks archived, {} job messages)",
+        kill.host,
+        kill.blocks_staged,
+        good_docs.len(),
+        enqueued + direct
+    );
+    assert!(
+        hosts[kill.host]
+            .handler()
+            .is_some_and(|w| w.generation >= 2),
+        "the host restarted the killed worker"
+    );
+    for host in hosts {
+        host.stop().await;
+    }
+}
