@@ -407,10 +407,9 @@ impl Transfer {
                 actual: stored.content_length,
             });
         }
-        if committed == Committed::AlreadyExists {
-            tracing::info!(blob = %names.media, "a concurrent delivery committed this chunk first");
-            return Ok(TransferReport::AlreadyArchived { blob: names.media });
-        }
+        // The record is written whoever committed: "already exists" is also what a retried
+        // commit hears when the answer to its own commit was lost, and then nobody else would
+        // write it. It is create-only, so a concurrent winner's record stays as it is.
         let record = self.record(
             job,
             &names,
@@ -422,6 +421,10 @@ impl Transfer {
             started,
         );
         self.put_record(&names, record).await?;
+        if committed == Committed::AlreadyExists {
+            tracing::info!(blob = %names.media, "a concurrent delivery committed this chunk first");
+            return Ok(TransferReport::AlreadyArchived { blob: names.media });
+        }
         tracing::info!(blob = %names.media, bytes = total, resumed_from = offset, elapsed_ms = started.elapsed().as_millis() as u64, "chunk archived");
         Ok(TransferReport::Archived {
             blob: names.media,
@@ -744,7 +747,7 @@ mod tests {
     use crate::clock::SystemClock;
     use crate::recording::{CallIds, ChunkSource};
     use std::collections::HashMap;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Mutex;
 
     const BLOCK: usize = 64 * 1024;
@@ -874,6 +877,9 @@ mod tests {
     #[derive(Default)]
     struct FakeStore {
         blobs: Mutex<HashMap<String, Blob>>,
+        /// Commits take effect but answer "already exists", as a retry hears when the answer
+        /// to the first try was lost.
+        lose_commit_answers: AtomicBool,
         stages: AtomicUsize,
         inflight: AtomicUsize,
         max_inflight: AtomicUsize,
@@ -966,7 +972,10 @@ mod tests {
                 }
                 b.committed = Some((data.into(), content_type.to_string(), metadata));
                 b.staged.clear();
-                Ok(Committed::Created)
+                Ok(match self.lose_commit_answers.load(Ordering::SeqCst) {
+                    true => Committed::AlreadyExists,
+                    false => Committed::Created,
+                })
             };
             Box::pin(async move { r })
         }
@@ -1120,6 +1129,23 @@ mod tests {
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(archived, 1, "{results:?}");
         assert_eq!(store.committed(MEDIA).unwrap().0, data);
+    }
+
+    #[tokio::test]
+    async fn a_commit_whose_answer_was_lost_still_gets_its_record() {
+        let data = content(2 * BLOCK + 5);
+        let store = Arc::new(FakeStore::default());
+        store.lose_commit_answers.store(true, Ordering::SeqCst);
+        transfer(FakeReader::new(data.clone()), store.clone(), true)
+            .archive(&job(Some("Mp4")))
+            .await
+            .unwrap();
+        assert_eq!(store.committed(MEDIA).unwrap().0, data);
+        let (record, _, _) = store
+            .committed(&format!("{MEDIA}.json"))
+            .expect("the record is written although the commit answered 'already exists'");
+        let record: Value = serde_json::from_slice(&record).unwrap();
+        assert_eq!(record["archive"]["sizeBytes"], data.len() as u64);
     }
 
     #[tokio::test]
