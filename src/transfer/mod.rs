@@ -880,6 +880,8 @@ mod tests {
         /// Commits take effect but answer "already exists", as a retry hears when the answer
         /// to the first try was lost.
         lose_commit_answers: AtomicBool,
+        /// This many next small writes (records) fail, as a busy service may answer.
+        failing_small_writes: AtomicUsize,
         stages: AtomicUsize,
         inflight: AtomicUsize,
         max_inflight: AtomicUsize,
@@ -985,6 +987,17 @@ mod tests {
             body: Bytes,
             content_type: &'a str,
         ) -> BoxFuture<'a, Result<Committed, TransferError>> {
+            let failing =
+                self.failing_small_writes
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            if failing.is_ok() {
+                let e = TransferError::Storage {
+                    blob: blob.to_string(),
+                    message: "503 ServerBusy".into(),
+                    disposition: Disposition::Retry,
+                };
+                return Box::pin(async move { Err(e) });
+            }
             let mut blobs = self.blobs.lock().unwrap();
             let b = blobs.entry(blob.to_string()).or_default();
             let r = if b.committed.is_some() {
@@ -1211,7 +1224,27 @@ mod tests {
             reader.deleted.lock().unwrap().is_empty(),
             "chunk 1 is not archived yet"
         );
+        // Chunk 1's media commits, then its record write fails (the job will be tried again),
+        // and a duplicate delivery of chunk 0 finds both media blobs committed.
+        store.failing_small_writes.store(1, Ordering::SeqCst);
+        t.archive(&second).await.unwrap_err();
+        t.archive(&first).await.unwrap();
+        assert!(
+            reader.deleted.lock().unwrap().is_empty(),
+            "chunk 1's record, with its ACS metadata, is not written yet"
+        );
         t.archive(&second).await.unwrap();
+        let record = format!(
+            "{}.json",
+            second
+                .blob_names(&BlobNameTemplate::default(), MediaFormat::MP4)
+                .media
+        );
+        let record: Value = serde_json::from_slice(&store.committed(&record).unwrap().0).unwrap();
+        assert_eq!(
+            record["acsMetadata"]["chunkDocumentId"], "doc-1",
+            "{record}"
+        );
         assert_eq!(
             *reader.deleted.lock().unwrap(),
             vec![url(0).to_string(), url(1).to_string()]

@@ -1,7 +1,8 @@
 //! `DELETE_AFTER_ARCHIVE`: free a recording in ACS once every one of its chunks is archived.
 //!
 //! Chunks of one recording are transferred independently (one queue message each), so each
-//! finished chunk checks whether all its siblings' media blobs are committed whole; the last one
+//! finished chunk checks whether all its siblings' media blobs are committed whole and their
+//! records written; the last one
 //! to finish sends the signed DELETE for every chunk. Two chunks finishing at once may both
 //! delete: a DELETE of something already deleted is success. Never before, and never on a
 //! partial archive: a recording whose event held an unreadable chunk has no sibling list and
@@ -41,6 +42,12 @@ impl Transfer {
                     tracing::debug!(waiting_for = %names.media, "recording not fully archived yet; not deleting");
                     return Ok(());
                 }
+            }
+            // The record holds the ACS metadata document, which cannot be fetched after the
+            // delete: a chunk whose record is not written yet is not archived yet.
+            if self.store.properties(&names.record).await?.is_none() {
+                tracing::debug!(waiting_for = %names.record, "recording not fully archived yet; not deleting");
+                return Ok(());
             }
         }
         for (sibling, url) in job.siblings.iter().zip(deletes) {
