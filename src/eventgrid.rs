@@ -54,6 +54,11 @@ pub enum DeliveryError {
     /// The body is not JSON in a media type we read.
     #[error("unsupported content type `{0}`: send application/json, application/cloudevents+json or application/cloudevents-batch+json")]
     UnsupportedMediaType(String),
+    /// The body is empty. Event Grid always sends one; a request without `Content-Length`
+    /// (chunked) arrives empty when the Functions host rebuilds it
+    /// (`enableForwardingHttpRequest` copies a body only when `Content-Length > 0`).
+    #[error("body is empty: send the events with a Content-Length header (the Functions host's request forwarding drops a chunked body)")]
+    EmptyBody,
     /// The body is not valid JSON.
     #[error("body is not valid JSON: {0}")]
     MalformedJson(String),
@@ -117,6 +122,9 @@ pub struct Delivery<'a> {
 /// and an array as a batch: CloudEvents structured mode sends one object, Event Grid always
 /// sends arrays, and being strict about which goes with which would only lose events.
 pub fn parse_delivery(body: &[u8]) -> Result<Delivery<'_>, DeliveryError> {
+    if body.trim_ascii().is_empty() {
+        return Err(DeliveryError::EmptyBody);
+    }
     let value: &RawValue =
         serde_json::from_slice(body).map_err(|e| DeliveryError::MalformedJson(format!("{e}")))?;
     let items = match json::array(value, MAX_EVENTS_PER_DELIVERY) {
@@ -357,6 +365,9 @@ mod tests {
         let err = parse_delivery(batch.as_bytes()).unwrap_err();
         assert_eq!(err, DeliveryError::TooManyEvents(MAX_EVENTS_PER_DELIVERY));
         assert_eq!(err.status(), 400);
+        let err = parse_delivery(b" \r\n").unwrap_err();
+        assert_eq!((err.clone(), err.status()), (DeliveryError::EmptyBody, 400));
+        assert!(err.to_string().contains("Content-Length"), "{err}");
         assert_eq!(
             parse_delivery(b"42").unwrap_err(),
             DeliveryError::NotEvents("a number")

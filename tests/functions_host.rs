@@ -16,7 +16,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use archiver_testkit::azurite::Azurite;
-use archiver_testkit::host::{FunctionsHost, HostOptions, InvocationRecord, InvocationStatus};
+use archiver_testkit::host::{
+    FunctionsHost, HostOptions, InvocationRecord, InvocationStatus, LogLevel,
+};
 use archiver_testkit::queue::{MessageEncoding, QueueClient, StorageAccount};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -100,6 +102,13 @@ async fn fake_worker_route(
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let command: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    if command["action"] == "empty_reply" {
+        // 200 with no body: the host reads a null result and never completes the invocation.
+        return warp::http::Response::builder()
+            .status(200)
+            .body(String::new())
+            .unwrap();
+    }
     let running = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
     MAX_RUNNING.fetch_max(running, Ordering::SeqCst);
     let status = match command["action"].as_str().unwrap_or("ok") {
@@ -340,6 +349,100 @@ async fn http_only_functions_are_forwarded_raw_with_query_and_host_headers() {
     host.stop().await;
 }
 
+/// A body sent without Content-Length (chunked), as the worker receives it through a host
+/// with `custom_handler` flags set as given.
+async fn chunked_body_through(custom_handler: Value) -> Vec<Value> {
+    let hook = json!({"bindings": [
+        {"type": "httpTrigger", "direction": "in", "name": "req", "methods": ["post"]},
+        {"type": "http", "direction": "out", "name": "res"}]});
+    let dir = app(json!({"customHandler": custom_handler}), &[("Hook", hook)]);
+    let host = FunctionsHost::start_with(dir.path(), fake_worker_options(&[]))
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let mut echoes = Vec::new();
+    let chunks: Vec<Result<&'static str, std::io::Error>> = vec![Ok("[{\"id\":"), Ok("\"e\"}]")];
+    let chunked = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let sized = reqwest::Body::from("[{\"id\":\"e\"}]");
+    for body in [chunked, sized] {
+        let r = http
+            .post(host.url("/api/Hook"))
+            .header("Content-Type", "application/json")
+            .header("User-Agent", "aeg/1.0")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        echoes.push(r.json::<Value>().await.unwrap());
+    }
+    host.stop().await;
+    echoes
+}
+
+#[tokio::test]
+async fn forwarding_copies_a_body_only_with_content_length_while_proxying_passes_it_all() {
+    let sent = "[{\"id\":\"e\"}]";
+    let forwarded = chunked_body_through(json!({"enableForwardingHttpRequest": true})).await;
+    assert_eq!(
+        forwarded[0]["body"], "",
+        "a chunked body is dropped: {forwarded:?}"
+    );
+    assert!(
+        forwarded[0]["headers"].get("content-type").is_none(),
+        "and so is its Content-Type: {forwarded:?}"
+    );
+    assert_eq!(forwarded[1]["body"], sent);
+    assert_eq!(forwarded[1]["headers"]["content-type"], "application/json");
+    assert_eq!(
+        forwarded[1]["headers"]["user-agent"],
+        format!(
+            "aeg/1.0 Azure-Functions-Host/{}",
+            archiver_testkit::host::HOST_VERSION
+        )
+    );
+
+    // Proxying wins when both flags are set, and streams whatever the framing.
+    let proxied = chunked_body_through(
+        json!({"enableForwardingHttpRequest": true, "enableProxyingHttpRequest": true}),
+    )
+    .await;
+    for echo in &proxied {
+        assert_eq!(echo["body"], sent, "{proxied:?}");
+        assert_eq!(echo["headers"]["user-agent"], "aeg/1.0");
+        assert_eq!(
+            echo["headers"]["x-azure-functions-hostversion"],
+            archiver_testkit::host::HOST_VERSION
+        );
+        assert!(echo["headers"]["x-azure-functions-invocationid"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn stopping_the_host_kills_the_worker_without_sigterm() {
+    let hook = json!({"bindings": [
+        {"type": "httpTrigger", "direction": "in", "name": "req"},
+        {"type": "http", "direction": "out", "name": "res"}]});
+    let dir = app(
+        json!({"customHandler": {"enableProxyingHttpRequest": true}}),
+        &[("Hook", hook)],
+    );
+    let host = FunctionsHost::start_with(dir.path(), fake_worker_options(&[]))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let log = host.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no grace period"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("Worker process killed") && l.contains("SIGKILL")),
+        "{log:#?}"
+    );
+}
+
 #[tokio::test]
 async fn killed_worker_is_restarted_on_a_new_port_and_requests_reach_it() {
     let hook = json!({"bindings": [
@@ -449,6 +552,10 @@ async fn failing_message_is_retried_up_to_max_dequeue_count_then_moved_to_poison
             matches!(&a.status, InvocationStatus::Failed(r) if r.contains("500")),
             "{a:?}"
         );
+        assert!(
+            a.logs.is_empty(),
+            "the host never reads a failed answer's Logs: {a:?}"
+        );
     }
     let poison = &host.poison_moves()[0];
     assert_eq!(
@@ -541,6 +648,35 @@ async fn function_timeout_fails_the_invocation_and_recycles_the_worker() {
         attempts[1].worker_generation, 2,
         "the timed-out worker was recycled"
     );
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_2xx_answer_with_an_empty_body_hangs_until_the_function_timeout() {
+    let (host, client, queue, _dir) = queue_host(
+        json!({"visibilityTimeout": "00:00:00", "maxDequeueCount": 1}),
+        |o| {
+            o.function_timeout = Some(Duration::from_secs(1));
+        },
+    )
+    .await;
+    let id = put(&client, &queue, r#"{"action":"empty_reply"}"#).await;
+    host.wait_for("the poison move", WAIT, |h| !h.poison_moves().is_empty())
+        .await
+        .unwrap();
+    let attempts = attempts(&host, &id);
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert!(
+        matches!(&attempts[0].status, InvocationStatus::Failed(r) if r.contains("Timeout value of 00:00:01 was exceeded")),
+        "a 200 with no body is not a success: {:?}",
+        attempts[0]
+    );
+    assert!(attempts[0].duration >= Duration::from_secs(1));
+    host.wait_for("the recycled worker", WAIT, |h| {
+        h.handler().is_some_and(|w| w.generation == 2)
+    })
+    .await
+    .unwrap();
     host.stop().await;
 }
 
@@ -677,12 +813,11 @@ async fn in_flight_invocations_are_bounded_by_batch_size_plus_new_batch_threshol
 // ---------------------------------------------------------------------------------------
 // The repo's app with the real handler.
 
-#[tokio::test]
-async fn repo_app_runs_the_real_handler_behind_the_emulated_front_end() {
+/// The repo's app on the real handler, with `extra` settings added.
+async fn repo_app(extra: &[(&str, &str)]) -> FunctionsHost {
     let azurite = azurite();
-    let queue = unique_queue("transfers");
-    let settings = [
-        ("TRANSFER_QUEUE".to_string(), queue.clone()),
+    let mut settings = vec![
+        ("TRANSFER_QUEUE".to_string(), unique_queue("transfers")),
         (
             "RECORDINGS_STORAGE".to_string(),
             azurite.connection_string(),
@@ -698,11 +833,113 @@ async fn repo_app_runs_the_real_handler_behind_the_emulated_front_end() {
         ),
         ("RUST_LOG".to_string(), "info".to_string()),
     ];
-    let started = Instant::now();
-    let host = FunctionsHost::start(&repo_root(), Path::new(HANDLER), &settings)
+    settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    FunctionsHost::start(&repo_root(), Path::new(HANDLER), &settings)
         .await
-        .unwrap();
-    assert_eq!(host.queues()[0].queue, queue, "%TRANSFER_QUEUE% resolved");
+        .unwrap()
+}
+
+/// POSTs `body` to the repo app's webhook as Event Grid does; returns the status.
+async fn deliver(host: &FunctionsHost, body: &str) -> u16 {
+    reqwest::Client::new()
+        .post(host.url("/api/RecordingWebhook?code=functionkey"))
+        .header("Content-Type", "application/json")
+        .header("aeg-event-type", "Notification")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A refused delivery (a warning), an event that can never be processed (an error) and the
+/// answers (information), as the host records the handler's lines.
+async fn log_one_of_each_severity(host: &FunctionsHost) -> Vec<(LogLevel, String)> {
+    assert_eq!(deliver(host, "[1").await, 400);
+    let missing =
+        std::fs::read_to_string(repo_root().join("tests/data/recording_missing_document_id.json"))
+            .unwrap();
+    deliver(host, &missing).await;
+    host.wait_for("the handler's log lines", WAIT, |h| {
+        let lines = h.worker_lines();
+        ["delivery refused", "event rejected", "answered"]
+            .iter()
+            .all(|needle| lines.iter().any(|l| l.text.contains(needle)))
+    })
+    .await
+    .unwrap();
+    host.worker_lines()
+        .into_iter()
+        .map(|l| (l.level, l.text))
+        .collect()
+}
+
+fn level_of(lines: &[(LogLevel, String)], needle: &str) -> LogLevel {
+    lines
+        .iter()
+        .find(|(_, text)| text.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle}: {lines:#?}"))
+        .0
+}
+
+#[tokio::test]
+async fn the_host_records_the_handlers_warnings_and_errors_at_their_severity() {
+    let host = repo_app(&[]).await;
+    let lines = log_one_of_each_severity(&host).await;
+    assert_eq!(level_of(&lines, "delivery refused"), LogLevel::Warning);
+    assert_eq!(level_of(&lines, "event rejected"), LogLevel::Error);
+    assert_eq!(level_of(&lines, "answered"), LogLevel::Information);
+    for (level, text) in &lines {
+        let is_warning_or_error = text.contains(" WARN ") || text.contains(" ERROR ");
+        assert_eq!(
+            is_warning_or_error,
+            *level != LogLevel::Information,
+            "{level:?}: {text}"
+        );
+    }
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn json_log_lines_carry_span_fields_as_keys_and_keep_their_severity() {
+    let host = repo_app(&[("LOG_FORMAT", "json")]).await;
+    let lines = log_one_of_each_severity(&host).await;
+    assert_eq!(level_of(&lines, "delivery refused"), LogLevel::Warning);
+    assert_eq!(level_of(&lines, "event rejected"), LogLevel::Error);
+    for (_, text) in &lines {
+        let line: Value = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {text}"));
+        assert!(
+            line["level"].is_string() && line["message"].is_string(),
+            "{line}"
+        );
+    }
+    let answered: Value = serde_json::from_str(
+        &lines
+            .iter()
+            .find(|(_, t)| t.contains("\"answered\""))
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    assert_eq!(answered["path"], "/api/RecordingWebhook", "{answered}");
+    assert!(
+        answered["invocation"].as_str().unwrap().len() >= 32,
+        "{answered}"
+    );
+    assert!(answered["status"].is_u64(), "{answered}");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn repo_app_runs_the_real_handler_behind_the_emulated_front_end() {
+    let started = Instant::now();
+    let host = repo_app(&[]).await;
+    assert!(
+        host.queues()[0].queue.starts_with("fh-transfers-"),
+        "%TRANSFER_QUEUE% resolved"
+    );
     let validation =
         std::fs::read_to_string(repo_root().join("tests/data/eventgrid_validation.json")).unwrap();
     let r = reqwest::Client::new()

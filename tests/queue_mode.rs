@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use archiver_testkit::acs::{AcsEmulator, AcsEmulatorConfig, RecordingFormat};
-use archiver_testkit::host::{FunctionsHost, HostOptions};
+use archiver_testkit::host::{FunctionsHost, HostOptions, LogLevel};
 use archiver_testkit::proxy::RequestKind;
 use serde_json::{json, Value};
 use support::*;
@@ -191,9 +191,14 @@ async fn a_job_that_can_never_succeed_goes_to_the_poison_queue_at_once_with_its_
         host.poison_moves()
     );
     let output = host.worker_output();
+    // The reason reaches the host on stderr, recorded as a Warning or an Error (the host
+    // would never read it from a failed answer's Logs).
+    let lines = host.worker_lines();
     assert!(
-        output.contains("404") && output.contains("0-wus-q3-gone"),
-        "the reason is in the handler's log:\n{output}"
+        lines.iter().any(|l| l.level >= LogLevel::Warning
+            && l.text.contains("404")
+            && l.text.contains("0-wus-q3-gone")),
+        "the reason is in the handler's log at warning or error severity:\n{lines:#?}"
     );
     assert_eq!(
         output

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use recording_archiver::config::{env_lookup, Settings};
-use recording_archiver::host::functions;
+use recording_archiver::host::{functions, logging};
 use recording_archiver::wiring;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -21,11 +21,11 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing();
     let settings = match Settings::load(&env_lookup) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
+    logging::init(settings.log_format);
     let port = match args.port.map(Ok).unwrap_or_else(|| settings.require_port()) {
         Ok(p) => p,
         Err(e) => return fail(&e),
@@ -53,25 +53,15 @@ async fn run(settings: Settings, port: u16) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// One plain line on stderr (the host captures it), and exit status 2.
+/// One plain line on stderr (the host records it as an Error), and exit status 2.
 fn fail(e: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("handler: {e}");
     ExitCode::from(2)
 }
 
-/// Logs to stdout, which the Functions host captures; level from `RUST_LOG` (default info).
-fn init_tracing() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_target(false)
-        .init();
-}
-
-/// Completes on SIGTERM (the host recycling us) or Ctrl-C.
+/// Completes on SIGTERM (a process manager, or someone running the handler by hand) or Ctrl-C.
+/// The Functions host never sends it: it stops a worker with SIGKILL, so correctness after a
+/// stop rests on resuming, not on this drain.
 async fn shutdown_signal() {
     #[cfg(unix)]
     {

@@ -42,6 +42,8 @@ pub const TRANSFER_CONTENT_MD5: &str = "TRANSFER_CONTENT_MD5";
 pub const TRANSFER_SHA256: &str = "TRANSFER_SHA256";
 /// Delete recordings from ACS once every chunk is archived and verified.
 pub const DELETE_AFTER_ARCHIVE: &str = "DELETE_AFTER_ARCHIVE";
+/// `text` (default) or `json` log lines.
+pub const LOG_FORMAT: &str = "LOG_FORMAT";
 
 /// Default container name.
 pub const DEFAULT_CONTAINER: &str = "recordings";
@@ -255,6 +257,27 @@ impl FromStr for MessageEncoding {
     }
 }
 
+/// How log lines are written (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines: time, level, span fields, message, event fields.
+    Text,
+    /// One JSON object per line with every span and event field as a top-level key, for
+    /// queries in Application Insights.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("expected `text` or `json`, got `{other}`")),
+        }
+    }
+}
+
 /// One `host[:port]` from `ACS_EXTRA_ALLOWED_HOSTS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowedHost {
@@ -293,6 +316,8 @@ pub struct Settings {
     pub server: ServerLimits,
     /// `WEBHOOK_KEYS` and `WEBHOOK_ALLOW_ANONYMOUS`, for the Lambda front end.
     pub webhook_keys: WebhookKeys,
+    /// `LOG_FORMAT`.
+    pub log_format: LogFormat,
 }
 
 impl Settings {
@@ -335,6 +360,7 @@ impl Settings {
             transfer: TransferSettings::load(lookup)?,
             server: front::load_server_limits(lookup)?,
             webhook_keys: front::load_webhook_keys(lookup)?,
+            log_format: parse_choice(lookup, LOG_FORMAT, LogFormat::Text)?,
         })
     }
 
@@ -480,6 +506,9 @@ mod tests {
         assert_eq!(s.archive_mode, ArchiveMode::Queue);
         assert_eq!(s.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(s.port, None);
+        assert_eq!(s.log_format, LogFormat::Text);
+        let json = Settings::load(&lookup(&[(LOG_FORMAT, "JSON")])).unwrap();
+        assert_eq!(json.log_format, LogFormat::Json);
         let err = s.require_port().unwrap_err();
         assert!(
             err.to_string().contains("FUNCTIONS_CUSTOMHANDLER_PORT"),
@@ -500,6 +529,7 @@ mod tests {
             (TRANSFER_PARALLEL_BLOCKS, "0"),
             (TRANSFER_CONTENT_MD5, "maybe"),
             (TRANSFER_MESSAGE_ENCODING, "rot13"),
+            (LOG_FORMAT, "xml"),
             ("ACS_EXTRA_ALLOWED_HOSTS", "http://127.0.0.1:80"),
         ] {
             let err = Settings::load(&lookup(&[(name, value)])).unwrap_err();

@@ -30,8 +30,8 @@ pub const TRANSFER_PATH: &str = "/recordingtransfer";
 /// encoding at most double that, plus the metadata.
 const MAX_INVOCATION_BYTES: usize = 512 * 1024;
 
-/// How long in-flight requests may run on after a shutdown signal before the process exits
-/// anyway. The host stops waiting for a worker it is recycling after about this long too.
+/// How long in-flight requests may run on after SIGTERM or Ctrl-C before the process exits
+/// anyway. Only for runs outside the Functions host, which kills its worker outright.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// The warp filter serving every route of the handler.
@@ -139,13 +139,16 @@ where
         TRANSFER_PATH if method == Method::POST => {
             let (status, reply) = match read_body(&headers, body, MAX_INVOCATION_BYTES).await {
                 Ok(body) => invoke_transfer(&app, &body).await,
-                Err(e) => (
-                    e.status(),
-                    InvocationResponse {
-                        logs: vec![e.to_string()],
-                        ..Default::default()
-                    },
-                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "RecordingTransfer invocation body refused");
+                    (
+                        e.status(),
+                        InvocationResponse {
+                            logs: vec![e.to_string()],
+                            ..Default::default()
+                        },
+                    )
+                }
             };
             tracing::info!(status, "invocation answered");
             return WebhookResponse {

@@ -101,7 +101,10 @@ pub fn trigger_text(value: &Value) -> String {
 pub struct InvocationResponse {
     /// Output bindings (none here).
     pub outputs: Map<String, Value>,
-    /// Lines the host copies into its own log for this invocation.
+    /// Lines the host copies into its own log for this invocation, on a 2xx answer only: the
+    /// host calls `EnsureSuccessStatusCode()` before it reads the body
+    /// (`DefaultHttpWorkerService.ProcessDefaultInvocationRequest`), so whatever a failure
+    /// answer says must also be logged on stderr, which is where the host sees it.
     pub logs: Vec<String>,
     /// The `$return` binding's value (unused: `null`).
     pub return_value: Value,

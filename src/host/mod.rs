@@ -1,10 +1,12 @@
 //! Front ends that turn platform requests into calls on [`crate::app::App`].
 //!
 //! * [`functions`]: the Azure Functions custom handler (warp), the process the Functions host
-//!   starts and forwards requests to; [`invocation`] is its envelope for queue-triggered functions.
+//!   starts and forwards requests to; [`invocation`] is its envelope for queue-triggered functions;
+//!   [`logging`] writes log lines the host records at the right severity.
 //! * `lambda` (feature `lambda`): the AWS Lambda HTTP front end.
 
 pub mod functions;
 pub mod invocation;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod logging;

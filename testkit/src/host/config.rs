@@ -47,6 +47,18 @@ impl Default for QueueOptions {
     }
 }
 
+/// How the host passes an HTTP-only function's request to the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMode {
+    /// `enableProxyingHttpRequest` (`ProxyInvocationRequest`, YARP): the request streams
+    /// through as it came, body included whatever its framing.
+    Proxy,
+    /// `enableForwardingHttpRequest`, "the legacy setting that rebuilds the HTTP request"
+    /// (`ProcessHttpInAndOutInvocationRequest`): the body is copied only when the request
+    /// has `Content-Length > 0` (`HttpRequestExtensions.ToHttpRequestMessage`).
+    Forward,
+}
+
 /// The parts of host.json the emulator acts on.
 #[derive(Debug, Clone)]
 pub struct HostJson {
@@ -54,8 +66,8 @@ pub struct HostJson {
     pub function_timeout: Option<Duration>,
     /// `extensions.http.routePrefix` (default `api`), without slashes.
     pub route_prefix: String,
-    /// `customHandler.enableForwardingHttpRequest` or `enableProxyingHttpRequest`.
-    pub forward_http: bool,
+    /// How HTTP-only functions reach the worker; `None`: neither flag is set.
+    pub http_mode: Option<HttpMode>,
     /// `customHandler.description.defaultExecutablePath`.
     pub executable: Option<String>,
     /// `customHandler.description.workingDirectory`.
@@ -107,7 +119,14 @@ impl HostJson {
                 .and_then(|h| get(h, name))
                 .is_some_and(|v| v.as_bool() == Some(true) || v.as_str() == Some("true"))
         };
-        let forward_http = flag("enableForwardingHttpRequest") || flag("enableProxyingHttpRequest");
+        // `DefaultHttpWorkerService.InvokeAsync` checks proxying first.
+        let http_mode = if flag("enableProxyingHttpRequest") {
+            Some(HttpMode::Proxy)
+        } else if flag("enableForwardingHttpRequest") {
+            Some(HttpMode::Forward)
+        } else {
+            None
+        };
         let description = handler.and_then(|h| object(h, "description"));
         let text_of = |name| {
             description
@@ -132,7 +151,7 @@ impl HostJson {
         Ok(HostJson {
             function_timeout,
             route_prefix,
-            forward_http,
+            http_mode,
             executable: text_of("defaultExecutablePath"),
             working_directory: text_of("workingDirectory"),
             arguments,
@@ -282,7 +301,7 @@ pub fn load_functions(app_root: &Path, host: &HostJson) -> Result<Vec<FunctionDe
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             let json: Value = serde_json::from_str(&text)
                 .map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
-            let trigger = classify(&name, &json, host.forward_http)
+            let trigger = classify(&name, &json, host.http_mode.is_some())
                 .map_err(|e| format!("function {name} ({}): {e}", path.display()))?;
             Ok(FunctionDef { name, trigger })
         })
@@ -312,7 +331,7 @@ pub fn classify(name: &str, function_json: &Value, forward_http: bool) -> Result
     match types.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["httptrigger", "http"] | ["http", "httptrigger"] => {
             if !forward_http {
-                return Err("HTTP functions are only reproduced with customHandler.enableForwardingHttpRequest (the emulator does not build the HTTP invocation envelope)".into());
+                return Err("HTTP functions are only reproduced with customHandler.enableProxyingHttpRequest or enableForwardingHttpRequest (the emulator does not build the HTTP invocation envelope)".into());
             }
             let trigger = bindings[types.iter().position(|t| t == "httptrigger").unwrap_or(0)];
             let route = match text(trigger, "route") {
@@ -529,7 +548,7 @@ mod tests {
         let h = HostJson::parse(REPO_HOST_JSON).unwrap();
         assert_eq!(h.function_timeout, Some(Duration::from_secs(600)));
         assert_eq!(h.route_prefix, "api");
-        assert!(h.forward_http);
+        assert_eq!(h.http_mode, Some(HttpMode::Proxy));
         assert_eq!(h.executable.as_deref(), Some("handler"));
         assert_eq!(h.working_directory, None);
         assert!(h.queues.max_dequeue_count >= 1);

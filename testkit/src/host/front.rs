@@ -1,6 +1,8 @@
-//! The HTTP front end, like `func start` on port 7071: forwards requests for HTTP-only
-//! functions raw to the worker (`enableForwardingHttpRequest`), at the same path and query,
-//! with the host's invocation headers, and returns the worker's answer as it is.
+//! The HTTP front end, like `func start` on port 7071: passes requests for HTTP-only
+//! functions raw to the worker at the same path and query, with the host's invocation
+//! headers, and returns the worker's answer as it is. How the request is rebuilt depends on
+//! [`HttpMode`] (`DefaultHttpWorkerService.ProxyInvocationRequest` /
+//! `ProcessHttpInAndOutInvocationRequest`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -12,7 +14,7 @@ use tokio::sync::watch;
 use warp::http::{HeaderMap, Method, Response, StatusCode};
 use warp::Filter;
 
-use super::config::format_timespan;
+use super::config::{format_timespan, HttpMode};
 use super::ids::new_guid;
 use super::invoke::error_chain;
 use super::journal::{InvocationRecord, InvocationStatus, Journal};
@@ -36,6 +38,23 @@ const HOP_BY_HOP: [&str; 10] = [
     "content-length",
 ];
 
+/// Headers .NET keeps on a request's content, not on the request: a forwarded request
+/// (`HttpMode::Forward`) loses them, since `ToHttpRequestMessage` copies headers onto the
+/// request and re-adds only `Content-Length` and `Content-Type`, with the body.
+const CONTENT_HEADERS: [&str; 11] = [
+    "allow",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "content-length",
+    "content-location",
+    "content-md5",
+    "content-range",
+    "content-type",
+    "expires",
+    "last-modified",
+];
+
 /// One HTTP-only function.
 #[derive(Debug, Clone)]
 pub(crate) struct HttpRoute {
@@ -54,6 +73,7 @@ pub(crate) struct FrontEnd {
     pub journal: Arc<Journal>,
     pub function_timeout: Option<Duration>,
     pub http: reqwest::Client,
+    pub mode: HttpMode,
 }
 
 /// Serves `listener` until `shutdown` turns true.
@@ -172,19 +192,49 @@ impl FrontEnd {
                 };
                 let mut request = self.http.request(method, target);
                 for (name, value) in &headers {
-                    if !HOP_BY_HOP.contains(&name.as_str()) && name.as_str() != "user-agent" {
+                    let name = name.as_str();
+                    let dropped = HOP_BY_HOP.contains(&name)
+                        || name == "user-agent"
+                        || name.starts_with("x-azure-functions-")
+                        || (self.mode == HttpMode::Forward && CONTENT_HEADERS.contains(&name));
+                    if !dropped {
                         request = request.header(name, value);
                     }
                 }
-                let agent = match headers.get("user-agent").and_then(|v| v.to_str().ok()) {
-                    Some(original) => format!("{original} Azure-Functions-Host/{HOST_VERSION}"),
-                    None => format!("Azure-Functions-Host/{HOST_VERSION}"),
+                let original_agent = headers.get("user-agent").and_then(|v| v.to_str().ok());
+                let agent = match (self.mode, original_agent) {
+                    // YARP passes the caller's User-Agent on untouched.
+                    (HttpMode::Proxy, agent) => agent.map(str::to_string),
+                    // `UserAgent.ParseAdd` appends the host's product token.
+                    (HttpMode::Forward, Some(agent)) => {
+                        Some(format!("{agent} Azure-Functions-Host/{HOST_VERSION}"))
+                    }
+                    (HttpMode::Forward, None) => {
+                        Some(format!("Azure-Functions-Host/{HOST_VERSION}"))
+                    }
+                };
+                if let Some(agent) = agent {
+                    request = request.header("User-Agent", agent);
+                }
+                let declared = headers
+                    .get("content-length")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                let request = match self.mode {
+                    HttpMode::Proxy => request.body(body),
+                    HttpMode::Forward if declared.is_some_and(|n| n > 0) => {
+                        match headers.get("content-type") {
+                            Some(t) => request.header("Content-Type", t),
+                            None => request,
+                        }
+                        .body(body)
+                    }
+                    // No Content-Length (a chunked request) or 0: the worker gets no body.
+                    HttpMode::Forward => request,
                 };
                 let request = request
                     .header("X-Azure-Functions-InvocationId", &invocation_id)
-                    .header("X-Azure-Functions-HostVersion", HOST_VERSION)
-                    .header("User-Agent", agent)
-                    .body(body);
+                    .header("X-Azure-Functions-HostVersion", HOST_VERSION);
                 let sent = async {
                     let r = request.send().await?;
                     let status = r.status();

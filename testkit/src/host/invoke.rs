@@ -93,9 +93,11 @@ pub struct InvocationFailure {
     pub reason: String,
 }
 
-/// POSTs `envelope` to `http://127.0.0.1:<port>/<function>` with the host's headers. A 2xx
-/// answer succeeds if its body is empty or a JSON object (its `Logs` are returned); anything
-/// else fails the invocation, as `EnsureSuccessStatusCode` and the host's JSON reader do.
+/// POSTs `envelope` to `http://127.0.0.1:<port>/<function>` with the host's headers, as
+/// `DefaultHttpWorkerService.ProcessDefaultInvocationRequest` does. A non-2xx answer fails at
+/// once and its body, `Logs` included, is never read (`EnsureSuccessStatusCode()` comes
+/// first). A 2xx answer with a JSON object succeeds (its `Logs` are returned); an empty or
+/// `null` body never completes (the caller's function timeout ends it); anything else fails.
 pub async fn invoke(
     http: &reqwest::Client,
     port: u16,
@@ -132,10 +134,12 @@ pub async fn invoke(
             ),
         });
     }
-    if body.trim().is_empty() {
-        return Ok((status.as_u16(), Vec::new()));
-    }
     match serde_json::from_str::<Value>(&body) {
+        // `ReadAsAsync<HttpScriptInvocationResult>` gives null for an empty body (or `null`),
+        // and the host completes the invocation only for a non-null result: it hangs until
+        // the function timeout fails it.
+        _ if body.trim().is_empty() => std::future::pending().await,
+        Ok(Value::Null) => std::future::pending().await,
         Ok(Value::Object(o)) => Ok((status.as_u16(), logs_of(&o))),
         _ => Err(InvocationFailure {
             status: Some(status.as_u16()),

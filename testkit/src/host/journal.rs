@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
+use super::process::{LogLevel, OutputStream};
+
 /// How an invocation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InvocationStatus {
@@ -39,7 +41,8 @@ pub struct InvocationRecord {
     pub duration: Duration,
     /// Which worker process served it: 1 for the first, +1 per restart.
     pub worker_generation: u64,
-    /// The `Logs` of the worker's answer (queue triggers), which the host copies to its log.
+    /// The `Logs` of the worker's answer (queue triggers), which the host copies to its log:
+    /// a 2xx answer's only, since the host reads no body after a failure status.
     pub logs: Vec<String>,
 }
 
@@ -48,6 +51,17 @@ impl InvocationRecord {
     pub fn succeeded(&self) -> bool {
         self.status == InvocationStatus::Succeeded
     }
+}
+
+/// A line a worker wrote, as the host records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerLine {
+    /// Which worker process wrote it: 1 for the first, +1 per restart.
+    pub generation: u64,
+    /// The severity the host gives it (stdout: Information; stderr: Warning or Error).
+    pub level: LogLevel,
+    /// The line.
+    pub text: String,
 }
 
 /// A message moved to a poison queue.
@@ -71,6 +85,7 @@ pub struct PoisonRecord {
 struct Entries {
     log: Vec<String>,
     worker_output: String,
+    worker_lines: Vec<WorkerLine>,
     invocations: Vec<InvocationRecord>,
     poison: Vec<PoisonRecord>,
 }
@@ -107,13 +122,20 @@ impl Journal {
         self.with(|e| e.log.push(line));
     }
 
-    /// Appends a line the worker wrote (also to the log, like `func start` shows it).
-    pub fn worker_line(&self, generation: u64, line: &str) {
+    /// Appends a line the worker wrote, at the severity the host records it (also to the
+    /// log, like `func start` shows it).
+    pub fn worker_line(&self, generation: u64, stream: OutputStream, line: &str) {
+        let level = LogLevel::of(stream, line);
         self.with(|e| {
             e.worker_output.push_str(line);
             e.worker_output.push('\n');
+            e.worker_lines.push(WorkerLine {
+                generation,
+                level,
+                text: line.to_string(),
+            });
         });
-        self.log(format!("[worker {generation}] {line}"));
+        self.log(format!("[worker {generation}] [{level:?}] {line}"));
     }
 
     /// Records a finished invocation.
@@ -141,6 +163,15 @@ impl Journal {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .worker_output
+            .clone()
+    }
+
+    /// Every line every worker wrote, with its severity.
+    pub fn worker_lines(&self) -> Vec<WorkerLine> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .worker_lines
             .clone()
     }
 

@@ -10,16 +10,19 @@
 //!
 //! # Host behaviours reproduced
 //!
-//! Sources: azure-protocols.md §4, the Functions host (`DefaultHttpWorkerService`,
-//! `HttpFunctionInvocationDispatcher`, `ScriptInvocationContextExtensions`) and the WebJobs
-//! Storage Queues extension 5.x (`QueueListener`, `QueueProcessor`).
+//! Sources: azure-protocols.md §4 and §7, the Functions host (repository
+//! Azure/azure-functions-host: `DefaultHttpWorkerService`, `HttpWorkerOptions`,
+//! `HttpWorkerDescription`, `WorkerProcess`, `HttpRequestExtensions`,
+//! `HttpFunctionInvocationDispatcher`, `ScriptInvocationContextExtensions`), the custom
+//! handlers doc (learn.microsoft.com/azure/azure-functions/functions-custom-handlers) and the
+//! WebJobs Storage Queues extension 5.x (`QueueListener`, `QueueProcessor`).
 //!
 //! **App loading**
 //! * host.json (`version` must be "2.0"; keys matched without regard to case): `functionTimeout`
 //!   (default 30 min, `-1` unbounded), `extensions.http.routePrefix` (default `api`),
 //!   `customHandler.description` (`defaultExecutablePath` under the app root, `workingDirectory`
 //!   relative to it, `arguments` with `%NAME%` expanded from app settings, unknown names kept),
-//!   `customHandler.enableForwardingHttpRequest` / `enableProxyingHttpRequest`,
+//!   `customHandler.enableProxyingHttpRequest` / `enableForwardingHttpRequest` ([`HttpMode`]),
 //!   `extensions.queues` (`maxDequeueCount` 5, `visibilityTimeout` 0, `batchSize` 16 (max 32),
 //!   `newBatchThreshold` batchSize/2, `maxPollingInterval` 1 min (min 100 ms),
 //!   `messageEncoding` base64|none), with the host's validation errors.
@@ -33,23 +36,41 @@
 //! **Worker process** ([`HandlerProcess`], supervisor)
 //! * Environment `FUNCTIONS_CUSTOMHANDLER_PORT`, `FUNCTIONS_HTTPWORKER_PORT` (a free port),
 //!   `FUNCTIONS_CUSTOMHANDLER_WORKER_ID`, `FUNCTIONS_HTTPWORKER_ID` (a new GUID per process),
-//!   `FUNCTIONS_APP_ROOT_PATH`; readiness probe `GET /` until any HTTP answer, within 60 s.
+//!   `FUNCTIONS_APP_ROOT_PATH` (`HttpWorkerProcess.CreateWorkerProcess`).
+//! * Readiness: `GET /` every 25 ms until any HTTP answer, within **30 s**
+//!   (`DefaultHttpWorkerService.IsWorkerReady`, `HttpWorkerOptions.InitializationTimeout`
+//!   defaults to 30 s in code; the doc's "60 seconds" is not what the code does).
+//! * Output: every stdout line is recorded at **Information**; every stderr line at **Error**,
+//!   or **Warning** when it contains "warn" in any case (`WorkerProcess.OnOutputDataReceived`,
+//!   `ParseErrorMessageAndLog`; `HttpWorkerDescription.UseStdErrorStreamForErrorsOnly` is true
+//!   for custom handlers). See [`FunctionsHost::worker_lines`] and [`LogLevel`].
 //! * A worker that exits unexpectedly is restarted (new port, new id, readiness probe);
 //!   invocations in flight on it fail, new ones wait for the new process. After 3 failed
 //!   start-ups in a row the emulator gives up (the host would shut down).
 //! * `functionTimeout` exceeded: the invocation fails and the worker is killed and restarted
 //!   ("A function timeout has occurred. Restarting worker process ...").
-//! * Stop: SIGTERM, then SIGKILL after 10 s.
+//! * Stop: **SIGKILL**, no SIGTERM and no drain (`WorkerProcess.Dispose` calls
+//!   `Process.Kill()`, then waits 1 s for the exit). A handler's own SIGTERM handling never
+//!   runs under the host; correctness after a stop rests on resuming.
 //!
 //! **HTTP** (front end on a free port, or a chosen one, like `func start` on 7071)
-//! * Only HTTP-only functions (bindings exactly `httpTrigger` + `http` out) with forwarding on:
-//!   the request goes as-is to the worker at the same path (`/<routePrefix>/<route or
-//!   function name>`, matched without regard to case) with the original query string (so the
-//!   function key in `?code=` reaches the worker), headers and body, plus
-//!   `X-Azure-Functions-InvocationId`, `X-Azure-Functions-HostVersion` and `Azure-Functions-Host/<v>`
-//!   in `User-Agent`. The worker's status, headers and body come back unchanged, redirects
-//!   not followed. A method not in `methods` is a 404, as the host's route constraint gives.
-//!   No answer from the worker: 500. Bodies over 100 MB: 413.
+//! * Only HTTP-only functions (bindings exactly `httpTrigger` + `http` out,
+//!   `FunctionMetadataExtensions.IsHttpInAndOutFunction`) with one of the two flags; other
+//!   functions keep the invocation envelope even then (`DefaultHttpWorkerService.InvokeAsync`).
+//!   The request goes to the worker at the same path (`/<routePrefix>/<route or function
+//!   name>`, matched without regard to case) with the original query string (so the function
+//!   key in `?code=` reaches the worker) and headers, plus `X-Azure-Functions-InvocationId`
+//!   and `X-Azure-Functions-HostVersion`. The worker's status, headers and body come back
+//!   unchanged, redirects not followed. A method not in `methods` is a 404, as the host's
+//!   route constraint gives. No answer from the worker: 500. Bodies over 100 MB: 413.
+//! * `enableProxyingHttpRequest` ([`HttpMode::Proxy`], `ProxyInvocationRequest`, YARP; takes
+//!   precedence when both flags are set): headers and body pass as they came, whatever the
+//!   body's framing; `User-Agent` untouched.
+//! * `enableForwardingHttpRequest` ([`HttpMode::Forward`], `ProcessHttpInAndOutInvocationRequest`,
+//!   "the legacy setting that rebuilds the HTTP request"): `HttpRequestExtensions.ToHttpRequestMessage`
+//!   copies the body **only when `Content-Length > 0`**, so a chunked request reaches the
+//!   worker with no body and no `Content-Type`; other content headers (`Content-Encoding`, ...)
+//!   are always lost; `Azure-Functions-Host/<v>` is appended to `User-Agent`.
 //!
 //! **Queue triggers** (one listener per function; see `listener.rs`)
 //! * `queueName` `%NAME%` resolved from app settings (unresolved: start-up error), lower-cased
@@ -64,8 +85,12 @@
 //!   `{"Data": {<binding>: <text JSON-encoded twice>}, "Metadata": {DequeueCount, Id,
 //!   PopReceipt, InsertionTime, ExpirationTime, NextVisibleTime, sys{MethodName, UtcNow,
 //!   RandGuid}}}` serialised exactly as the host does (see `invoke.rs`) and the host's headers.
-//!   2xx with an empty or JSON-object body succeeds (its `Logs` go to the host log); anything
-//!   else, no answer, a dead worker or the function timeout fails.
+//!   The answer, as `DefaultHttpWorkerService.ProcessDefaultInvocationRequest` reads it: a
+//!   **non-2xx status fails at once and its body is never read**, so its `Logs` are dropped
+//!   (`EnsureSuccessStatusCode()` comes first); a 2xx JSON object succeeds and its `Logs` go
+//!   to the host log; a 2xx with an **empty (or `null`) body never completes** (the result
+//!   reads as null and is never set) and hangs until `functionTimeout` fails it and recycles
+//!   the worker; any other body, no answer or a dead worker fails.
 //! * Success: Delete Message. Failure with dequeueCount >= maxDequeueCount: Put Message into
 //!   `<queue>-poison` (created if missing; same wire text), then Delete. Other failures: Update
 //!   Message with `visibilityTimeout`. Already dequeued more than maxDequeueCount times, or not
@@ -76,7 +101,10 @@
 //!   `TESTKIT_ECHO=1`.
 //!
 //! # Not reproduced
-//! * `enableProxyingHttpRequest`'s streaming (YARP): it is served by the same buffered forwarding.
+//! * `enableProxyingHttpRequest`'s streaming (YARP buffers nothing): bodies are buffered here,
+//!   with the same result for the worker; YARP's `X-Forwarded-*` headers and its 240 s
+//!   activity timeout; the stdout prefixes the host routes to its own logs
+//!   (`LanguageWorkerConsoleLog`, `azfuncjsonlog:`).
 //! * Function keys and `authLevel` (every request is let through; `code` is passed on),
 //!   CORS, the admin API (`/admin/...`), the host's own `/api` index pages.
 //! * The HTTP invocation envelope (HTTP functions without forwarding), route templates
@@ -115,12 +143,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{
-    load_local_settings, parse_timespan, AppSettings, FunctionDef, HostJson, QueueOptions, Trigger,
+    load_local_settings, parse_timespan, AppSettings, FunctionDef, HostJson, HttpMode,
+    QueueOptions, Trigger,
 };
 pub use invoke::{queue_envelope, SysMetadata};
-pub use journal::{InvocationRecord, InvocationStatus, PoisonRecord};
+pub use journal::{InvocationRecord, InvocationStatus, PoisonRecord, WorkerLine};
 pub use process::{
-    free_port, HandlerProcess, LineObserver, WorkerCommand, HOST_VERSION, STARTUP_LIMIT,
+    free_port, HandlerProcess, LineObserver, LogLevel, OutputStream, WorkerCommand, HOST_VERSION,
+    STARTUP_LIMIT,
 };
 pub use worker::WorkerInfo;
 
@@ -323,6 +353,8 @@ impl FunctionsHost {
             journal: Arc::clone(&journal),
             function_timeout,
             http: http.clone(),
+            // Without either flag no HTTP function is served, so the mode is never used.
+            mode: host.http_mode.unwrap_or(HttpMode::Forward),
         });
         let front_end = tokio::spawn(front::serve(listener, front, shutdown_rx.clone()));
         let supervisor = tokio::spawn(Arc::clone(&worker).supervise());
@@ -399,6 +431,11 @@ impl FunctionsHost {
     /// Everything every worker process wrote to stdout and stderr, in order.
     pub fn worker_output(&self) -> String {
         self.journal.worker_output()
+    }
+
+    /// Every line every worker process wrote, with the severity the host records it at.
+    pub fn worker_lines(&self) -> Vec<WorkerLine> {
+        self.journal.worker_lines()
     }
 
     /// SIGKILLs the current worker, as a crash would; the host notices and restarts it.
@@ -486,9 +523,10 @@ impl FunctionsHost {
         )
     }
 
-    /// Stops like the host: listeners stop polling and let running invocations finish (10 s at
-    /// most), the front end stops, then the worker gets SIGTERM (SIGKILL after 10 s).
-    pub async fn stop(mut self) {
+    /// Stops: listeners stop polling and let running invocations finish (10 s at most), the
+    /// front end stops, then the worker is killed (SIGKILL), as the host disposes a worker.
+    /// Returns the whole host log.
+    pub async fn stop(mut self) -> Vec<String> {
         self.journal.log("Stopping the host");
         let _ = self.shutdown.send(true);
         for l in std::mem::take(&mut self.listeners) {
@@ -502,6 +540,7 @@ impl FunctionsHost {
             let _ = supervisor.await;
         }
         self.journal.log("Host stopped");
+        self.journal.lines()
     }
 }
 

@@ -1,6 +1,8 @@
 //! One worker process started the way the Functions host starts a custom handler: the
-//! host's environment variables on a fresh port, then the readiness probe (`GET /` until any
-//! HTTP answer), as in azure-protocols.md §4.2.
+//! host's environment variables on a fresh port, then the readiness probe (`GET /` every
+//! 25 ms until any HTTP answer, at most 30 s: `DefaultHttpWorkerService.IsWorkerReady`,
+//! `HttpWorkerOptions.InitializationTimeout`, `WorkerConstants.WorkerReadyCheckPollingIntervalMilliseconds`).
+//! Each output line is classified as the host records it ([`LogLevel::of`]).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use super::ids::new_guid;
 
-/// The host gives a custom handler this long to answer its readiness probe.
-pub const STARTUP_LIMIT: Duration = Duration::from_secs(60);
+/// The host gives a custom handler this long to answer its readiness probe:
+/// `HttpWorkerOptions.InitializationTimeout` defaults to 30 s in the host's code (the docs'
+/// "60 seconds" is not what the code does).
+pub const STARTUP_LIMIT: Duration = Duration::from_secs(30);
 
 /// The version the emulator reports in `X-Azure-Functions-HostVersion` and `User-Agent`.
 pub const HOST_VERSION: &str = "4.1036.1.23224";
@@ -20,8 +24,42 @@ pub const HOST_VERSION: &str = "4.1036.1.23224";
 /// How often the readiness probe is repeated while the worker is not listening yet.
 const PROBE_INTERVAL: Duration = Duration::from_millis(25);
 
-/// Receives every line the worker writes to stdout or stderr.
-pub type LineObserver = Arc<dyn Fn(&str) + Send + Sync>;
+/// Receives every line the worker writes, with the stream it came from.
+pub type LineObserver = Arc<dyn Fn(OutputStream, &str) + Send + Sync>;
+
+/// Which of the worker's output streams a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// The severity the host records a worker's output line at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Every stdout line.
+    Information,
+    /// A stderr line that contains "warn" in any case.
+    Warning,
+    /// Any other stderr line.
+    Error,
+}
+
+impl LogLevel {
+    /// How the host classifies a line: `WorkerProcess.OnOutputDataReceived` logs stdout at
+    /// Information; `ParseErrorMessageAndLog` logs stderr at Warning when it contains "warn"
+    /// (ordinal, case-insensitive), else at Error (`UseStdErrorStreamForErrorsOnly`, which
+    /// `HttpWorkerDescription` sets for custom handlers).
+    pub fn of(stream: OutputStream, line: &str) -> LogLevel {
+        match stream {
+            OutputStream::Stdout => LogLevel::Information,
+            OutputStream::Stderr if line.to_ascii_lowercase().contains("warn") => LogLevel::Warning,
+            OutputStream::Stderr => LogLevel::Error,
+        }
+    }
+}
 
 /// How to start a worker, as the host derives it from host.json
 /// `customHandler.description` and the app settings.
@@ -219,7 +257,8 @@ impl HandlerProcess {
         self.child.id()
     }
 
-    /// Sends SIGTERM, as the host does when it recycles a worker.
+    /// Sends SIGTERM, as a process manager (or Ctrl-C) would. The Functions host never does:
+    /// it stops workers with [`HandlerProcess::kill`].
     pub fn terminate(&self) {
         // SAFETY: kill(2) on our own child's pid; no memory is involved.
         unsafe {
@@ -227,7 +266,8 @@ impl HandlerProcess {
         }
     }
 
-    /// Kills the process at once (SIGKILL), as a crash would.
+    /// Kills the process at once (SIGKILL), as a crash does, and as the host stops a worker
+    /// (`WorkerProcess.Dispose` calls `Process.Kill()`).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -261,19 +301,21 @@ pub(crate) fn capture_output(
     echo: Option<&'static str>,
 ) -> Arc<Mutex<String>> {
     let output = Arc::new(Mutex::new(String::new()));
-    for pipe in [
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    let pipes = [
+        child.stdout.take().map(|p| {
+            (
+                OutputStream::Stdout,
+                Box::new(p) as Box<dyn std::io::Read + Send>,
+            )
+        }),
+        child.stderr.take().map(|p| {
+            (
+                OutputStream::Stderr,
+                Box::new(p) as Box<dyn std::io::Read + Send>,
+            )
+        }),
+    ];
+    for (stream, pipe) in pipes.into_iter().flatten() {
         let sink = Arc::clone(&output);
         let observer = observer.clone();
         std::thread::spawn(move || {
@@ -282,7 +324,7 @@ pub(crate) fn capture_output(
                     eprintln!("[{prefix}] {line}");
                 }
                 if let Some(observe) = &observer {
-                    observe(&line);
+                    observe(stream, &line);
                 }
                 let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
                 s.push_str(&line);

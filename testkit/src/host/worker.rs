@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::journal::Journal;
-use super::process::{HandlerProcess, LineObserver, WorkerCommand, STARTUP_LIMIT};
+use super::process::{HandlerProcess, LineObserver, OutputStream, WorkerCommand, STARTUP_LIMIT};
 
 /// Consecutive failed start-ups after which the supervisor gives up (the host shuts down
 /// after repeated worker errors too).
 const MAX_START_FAILURES: u32 = 3;
 /// How often the supervisor checks whether the process is still alive.
 const EXIT_POLL: Duration = Duration::from_millis(20);
-/// How long a stopping worker gets between SIGTERM and SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long the host waits for a killed worker to exit (`WorkerProcess.Dispose`).
+const EXIT_WAIT: Duration = Duration::from_secs(1);
 
 /// A snapshot of the current worker process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,8 +70,9 @@ impl Worker {
 
     async fn launch(&self, generation: u64) -> Result<HandlerProcess, String> {
         let journal = Arc::clone(&self.journal);
-        let observer: LineObserver =
-            Arc::new(move |line: &str| journal.worker_line(generation, line));
+        let observer: LineObserver = Arc::new(move |stream: OutputStream, line: &str| {
+            journal.worker_line(generation, stream, line)
+        });
         self.journal.log(format!(
             "Starting worker process {} (generation {generation})",
             self.command.program.display()
@@ -210,8 +211,9 @@ impl Worker {
         }
     }
 
-    /// Stops the worker as the host does on shutdown: SIGTERM, then SIGKILL after a grace
-    /// period. No restart follows.
+    /// Stops the worker as the host does on shutdown: `WorkerProcess.Dispose` kills it
+    /// (`Process.Kill()`, SIGKILL) and waits a second for it to exit. No SIGTERM, no drain:
+    /// whatever the worker was doing stops mid-way. No restart follows.
     pub async fn stop(&self) {
         let process = {
             let mut state = self.state();
@@ -220,13 +222,11 @@ impl Worker {
         };
         self.changed.send_modify(|_| {});
         if let Some(mut process) = process {
-            process.terminate();
-            let status = process.wait_exit(STOP_GRACE).await;
+            process.kill();
+            let status = process.wait_exit(EXIT_WAIT).await;
             self.journal.log(match status {
-                Some(s) => format!("Worker process stopped ({s})"),
-                None => {
-                    format!("Worker process did not stop within {STOP_GRACE:?} of SIGTERM; killed")
-                }
+                Some(s) => format!("Worker process killed ({s})"),
+                None => format!("Worker process has not exited despite waiting for {EXIT_WAIT:?}"),
             });
         }
     }
