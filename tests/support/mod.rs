@@ -127,10 +127,17 @@ pub struct ListedBlob {
 }
 
 /// One HTTP client for the whole test binary: building one loads the TLS roots, which costs
-/// more than the requests the tests make with it.
+/// more than the requests the tests make with it. It keeps no idle connections: each
+/// `#[tokio::test]` has its own runtime, and a pooled connection dies with the runtime that
+/// opened it, failing the next test that picks it up.
 pub fn http() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(reqwest::Client::new)
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("an HTTP client")
+    })
 }
 
 fn sas(container: &str) -> String {
