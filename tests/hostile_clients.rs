@@ -4,10 +4,13 @@
 mod support;
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use archiver_testkit::host::HandlerProcess;
 use serde_json::{json, Value};
 use support::{handler_env, pairs, set, HANDLER};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 async fn handler_with(extra: &[(&str, &str)]) -> HandlerProcess {
     let mut env = handler_env(None);
@@ -176,4 +179,198 @@ async fn under_concurrent_requests_every_log_line_carries_only_its_own_request()
         "{} log lines for {REQUESTS} concurrent requests, longest {longest} bytes",
         lines.len()
     );
+}
+
+/// Margin on top of a configured timeout before a test calls a connection "still open":
+/// generous, because the machine may be busy; it only bounds how long a failure takes.
+const MARGIN: Duration = Duration::from_secs(4);
+
+async fn connect(h: &HandlerProcess) -> TcpStream {
+    TcpStream::connect(("127.0.0.1", h.port())).await.unwrap()
+}
+
+/// Reads until the server closes the connection; panics if it is still open after `limit`.
+/// Returns what was received and how long it took.
+async fn read_until_closed(
+    conn: &mut TcpStream,
+    limit: Duration,
+    what: &str,
+) -> (String, Duration) {
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), conn.read(&mut buf)).await {
+            Err(_) => panic!(
+                "{what}: still open after {limit:?}; received {:?}",
+                String::from_utf8_lossy(&received)
+            ),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+        }
+    }
+    (
+        String::from_utf8_lossy(&received).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// Writes `first`, then one byte of `drip` every 200 ms until the server stops reading.
+fn trickle(mut conn: tokio::net::tcp::OwnedWriteHalf, first: String, drip: u8) {
+    tokio::spawn(async move {
+        if conn.write_all(first.as_bytes()).await.is_err() {
+            return;
+        }
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if conn.write_all(&[drip]).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+#[tokio::test]
+async fn slow_headers_silent_and_idle_connections_are_closed_after_the_header_timeout() {
+    let h = handler_with(&[("HTTP_HEADER_TIMEOUT_SECS", "1")]).await;
+    let bound = Duration::from_secs(1) + MARGIN;
+    // Slowloris: a request head that never ends.
+    let (mut slow_read, slow_write) = connect(&h).await.into_split();
+    trickle(
+        slow_write,
+        "POST /api/RecordingWebhook HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: ".into(),
+        b'a',
+    );
+    // A connection that never sends a byte.
+    let mut silent = connect(&h).await;
+    // A keep-alive connection that goes idle after one request.
+    let mut idle = connect(&h).await;
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut slow = [0u8; 1];
+    let (slow_result, (_, silent_after), (idle_answer, idle_after)) = tokio::join!(
+        tokio::time::timeout(bound, slow_read.read(&mut slow)),
+        read_until_closed(&mut silent, bound, "a silent connection"),
+        read_until_closed(&mut idle, bound, "an idle keep-alive connection"),
+    );
+    assert!(
+        matches!(slow_result, Ok(Ok(0)) | Ok(Err(_))),
+        "a never-ending request head is still open after {bound:?}"
+    );
+    assert!(idle_answer.starts_with("HTTP/1.1 200"), "{idle_answer}");
+    eprintln!("closed after: silent {silent_after:?}, idle {idle_after:?} (header timeout 1 s)");
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_is_answered_408_after_the_body_timeout() {
+    let h = handler_with(&[("HTTP_BODY_TIMEOUT_SECS", "1")]).await;
+    let (mut read, write) = connect(&h).await.into_split();
+    trickle(
+        write,
+        "POST /api/RecordingWebhook?code=k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n[".into(),
+        b' ',
+    );
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let limit = Duration::from_secs(1) + MARGIN;
+    loop {
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout_at((started + limit).into(), read.read(&mut buf)).await {
+            Err(_) => panic!("a trickling body is still open after {limit:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    eprintln!(
+        "trickling body answered 408 and closed after {:?}",
+        started.elapsed()
+    );
+}
+
+/// Sends `head` and then the whole of `body` before reading anything, as many clients do.
+async fn send_whole_then_read(h: &HandlerProcess, head: &str, body: &[u8]) -> String {
+    let mut conn = connect(h).await;
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(body)
+        .await
+        .expect("the handler stopped reading before the body was sent");
+    let (answer, _) = read_until_closed(&mut conn, Duration::from_secs(30), "a 413").await;
+    answer
+}
+
+#[tokio::test]
+async fn an_oversized_body_sent_whole_before_reading_still_gets_its_413() {
+    let h = handler_with(&[]).await;
+    let body = vec![b' '; 5 * 1024 * 1024];
+    let answer = send_whole_then_read(
+        &h,
+        &format!("POST /api/RecordingWebhook?code=k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()),
+        &body,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // The same without Content-Length: the limit is found while reading.
+    let mut chunked = Vec::new();
+    for piece in body.chunks(64 * 1024) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let answer = send_whole_then_read(
+        &h,
+        "POST /api/RecordingWebhook?code=k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        &chunked,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    let h = handler_with(&[("HTTP_MAX_CONNECTIONS", "3")]).await;
+    // Three clients hold a connection each with a half-sent body. (The readiness probe's
+    // keep-alive connection may hold a slot too; either way the limit is reached.)
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut conn = connect(&h).await;
+        conn.write_all(b"POST /api/RecordingWebhook?code=k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\n\r\n[")
+            .await
+            .unwrap();
+        held.push(conn);
+    }
+    wait_for_log(&h, "connection limit reached").await;
+    let mut waiting = connect(&h).await;
+    waiting
+        .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), waiting.read(&mut byte))
+            .await
+            .is_err(),
+        "a connection past the limit was served"
+    );
+    drop(held);
+    let (answer, _) = read_until_closed(&mut waiting, MARGIN, "the waiting connection").await;
+    assert!(
+        format!("{}{answer}", byte[0] as char).contains("HTTP/1.1 200"),
+        "{answer}"
+    );
+}
+
+async fn wait_for_log(h: &HandlerProcess, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !h.output().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "the handler never logged `{needle}`:\n{}",
+            h.output()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

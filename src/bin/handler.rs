@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use recording_archiver::config::{env_lookup, Settings};
-use recording_archiver::host::{functions, logging};
+use recording_archiver::host::{logging, server};
 use recording_archiver::wiring;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -48,7 +48,14 @@ async fn run(settings: Settings, port: u16) -> ExitCode {
         Ok(app) => app,
         Err(e) => return fail(&e),
     };
-    functions::serve(listener, app, shutdown_signal(), functions::SHUTDOWN_GRACE).await;
+    server::serve(
+        listener,
+        app,
+        &settings.server,
+        shutdown_signal(),
+        server::SHUTDOWN_GRACE,
+    )
+    .await;
     tracing::info!("handler stopped");
     ExitCode::SUCCESS
 }

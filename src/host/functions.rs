@@ -5,13 +5,11 @@
 //! host.json) with the original query string, which holds the function key: it is never
 //! logged. Function routes are matched without regard to case, as the host routes them.
 
-use std::future::Future;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, Method, StatusCode};
-use tokio::net::TcpListener;
 use tracing::Instrument;
 use warp::filters::path::FullPath;
 use warp::Filter;
@@ -30,49 +28,27 @@ pub const TRANSFER_PATH: &str = "/recordingtransfer";
 /// encoding at most double that, plus the metadata.
 const MAX_INVOCATION_BYTES: usize = 512 * 1024;
 
-/// How long in-flight requests may run on after SIGTERM or Ctrl-C before the process exits
-/// anyway. Only for runs outside the Functions host, which kills its worker outright.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Largest over-limit body read and thrown away so that its 413 reaches a client that sends
+/// the whole body before it reads (most clients without `Expect: 100-continue`): closing the
+/// connection while such a client is still writing resets it, the answer is lost, and a
+/// forwarding host turns that into a retried 5xx instead of a dropped 413. Draining costs
+/// time, bounded by the body timeout, not memory. Past this the 413 is sent and the
+/// connection closed at once.
+pub const MAX_DRAIN_BYTES: usize = 64 * 1024 * 1024;
 
-/// The warp filter serving every route of the handler.
+/// The warp filter serving every route of the handler; a request body must arrive within
+/// `body_timeout`.
 pub fn routes(
     app: App,
+    body_timeout: Duration,
 ) -> impl Filter<Extract = (http::Response<String>,), Error = warp::Rejection> + Clone {
     warp::method()
         .and(warp::path::full())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
         .and(warp::any().map(move || app.clone()))
+        .and(warp::any().map(move || body_timeout))
         .then(dispatch)
-}
-
-/// Serves on `listener` until `shutdown` completes, then lets in-flight requests finish for
-/// at most `grace`.
-pub async fn serve(
-    listener: TcpListener,
-    app: App,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) {
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = warp::serve(routes(app))
-        .incoming(listener)
-        .graceful(async move {
-            shutdown.await;
-            let _ = stopping_tx.send(());
-        })
-        .run();
-    tokio::pin!(server);
-    tokio::select! {
-        () = &mut server => return,
-        _ = stopping_rx => tracing::info!("shutting down: finishing in-flight requests"),
-    }
-    if tokio::time::timeout(grace, server).await.is_err() {
-        tracing::warn!(
-            grace_secs = grace.as_secs(),
-            "in-flight requests did not finish in time; exiting anyway"
-        );
-    }
 }
 
 /// Runs one request inside its own span. The span is attached to the future (never entered
@@ -84,6 +60,7 @@ async fn dispatch<S, B>(
     headers: HeaderMap,
     body: S,
     app: App,
+    body_timeout: Duration,
 ) -> http::Response<String>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
@@ -99,7 +76,7 @@ where
         path = %redact::id(path.as_str()),
         invocation = %redact::id(invocation),
     );
-    handle(method, path, headers, body, app)
+    handle(method, path, headers, body, app, body_timeout)
         .instrument(span)
         .await
 }
@@ -110,6 +87,7 @@ async fn handle<S, B>(
     headers: HeaderMap,
     body: S,
     app: App,
+    body_timeout: Duration,
 ) -> http::Response<String>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
@@ -124,7 +102,7 @@ where
         WEBHOOK_PATH => {
             tracing::debug!("reading the delivery body");
             let limit = app.max_body_bytes();
-            match read_body(&headers, body, limit).await {
+            match read_body(&headers, body, limit, body_timeout).await {
                 Ok(body) => {
                     app.handle_webhook(WebhookRequest {
                         method,
@@ -133,11 +111,12 @@ where
                     })
                     .await
                 }
-                Err(e) => WebhookResponse::from_delivery_error(&e),
+                Err(e) => e.answer(),
             }
         }
         TRANSFER_PATH if method == Method::POST => {
-            let (status, reply) = match read_body(&headers, body, MAX_INVOCATION_BYTES).await {
+            let read = read_body(&headers, body, MAX_INVOCATION_BYTES, body_timeout).await;
+            let (status, reply) = match read {
                 Ok(body) => invoke_transfer(&app, &body).await,
                 Err(e) => {
                     tracing::error!(error = %e, "RecordingTransfer invocation body refused");
@@ -213,31 +192,85 @@ async fn invoke_transfer(app: &App, body: &[u8]) -> (u16, InvocationResponse) {
     )
 }
 
-/// Reads the body, refusing it as soon as it is known to exceed `limit` (from Content-Length,
-/// or while streaming a chunked body), so an oversized body never sits in memory.
-async fn read_body<S, B>(headers: &HeaderMap, body: S, limit: usize) -> Result<Bytes, DeliveryError>
+/// Why a request body was not taken.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    /// Too large, or cut off.
+    #[error(transparent)]
+    Refused(#[from] DeliveryError),
+    /// Not complete within the body timeout: the client is stalling.
+    #[error("the body did not arrive within {0:?}")]
+    TimedOut(Duration),
+}
+
+impl BodyError {
+    fn status(&self) -> u16 {
+        match self {
+            BodyError::Refused(e) => e.status(),
+            BodyError::TimedOut(_) => 408,
+        }
+    }
+
+    /// The answer. After 408 the connection is closed: what is left of the body never came.
+    fn answer(&self) -> WebhookResponse {
+        match self {
+            BodyError::Refused(e) => WebhookResponse::from_delivery_error(e),
+            BodyError::TimedOut(_) => WebhookResponse {
+                status: 408,
+                headers: vec![("Connection", "close".into())],
+                body: Some(serde_json::json!({ "error": self.to_string() })),
+            },
+        }
+    }
+}
+
+/// Reads the body within `timeout`, refusing it as soon as it is known to exceed `limit`
+/// (from Content-Length, or while streaming a chunked body), so an oversized body never sits
+/// in memory. An oversized body is then read and thrown away, up to [`MAX_DRAIN_BYTES`],
+/// unless the client waits for `100 Continue` before sending it (it is never sent).
+async fn read_body<S, B>(
+    headers: &HeaderMap,
+    body: S,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, BodyError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
+    let deadline = tokio::time::Instant::now() + timeout;
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if let Some(size) = declared.filter(|n| *n > limit) {
-        return Err(DeliveryError::TooLarge { size, limit });
-    }
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
+    let waits_for_continue = headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let mut body = std::pin::pin!(body);
-    while let Some(chunk) = body.next().await {
-        let mut chunk = chunk
-            .map_err(|e| DeliveryError::MalformedJson(format!("body could not be read: {e}")))?;
-        if buf.len() + chunk.remaining() > limit {
-            return Err(DeliveryError::TooLarge {
-                size: buf.len() + chunk.remaining(),
-                limit,
-            });
+    if let Some(size) = declared.filter(|n| *n > limit) {
+        if !waits_for_continue && size <= MAX_DRAIN_BYTES {
+            drain(body, deadline, 0).await;
         }
+        return Err(DeliveryError::TooLarge { size, limit }.into());
+    }
+    // Grown as bytes arrive: a client that announces a large body and sends none of it
+    // costs nothing.
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(64 * 1024));
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
+            Err(_) => return Err(BodyError::TimedOut(timeout)),
+            Ok(None) => break,
+            Ok(Some(chunk)) => chunk.map_err(|e| {
+                DeliveryError::MalformedJson(format!("body could not be read: {e}"))
+            })?,
+        };
+        let size = buf.len() + chunk.remaining();
+        if size > limit {
+            drop(buf);
+            drain(body, deadline, size).await;
+            return Err(DeliveryError::TooLarge { size, limit }.into());
+        }
+        let mut chunk = chunk;
         while chunk.has_remaining() {
             let part = chunk.chunk();
             buf.extend_from_slice(part);
@@ -246,6 +279,24 @@ where
         }
     }
     Ok(buf.freeze())
+}
+
+/// Reads and discards the rest of a body until it ends, `deadline` passes, or `read` (bytes
+/// already seen) reaches [`MAX_DRAIN_BYTES`].
+async fn drain<S, B>(
+    mut body: std::pin::Pin<&mut S>,
+    deadline: tokio::time::Instant,
+    mut read: usize,
+) where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    while read <= MAX_DRAIN_BYTES {
+        match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(Some(Ok(chunk))) => read += chunk.remaining(),
+            _ => return,
+        }
+    }
 }
 
 fn plain(status: StatusCode, text: &str) -> http::Response<String> {
