@@ -24,6 +24,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
+use crate::acs::UrlPolicy;
 use crate::disposition::Disposition;
 use crate::eventgrid::{self, DeliveryError, EventKind, MAX_EVENTS_PER_DELIVERY};
 use crate::identity::BoxFuture;
@@ -84,15 +85,36 @@ impl ChunkArchiver for Transfer {
     }
 }
 
-/// Queue mode: the webhook enqueues each chunk as a job for `RecordingTransfer`. Every
-/// failure asks for redelivery (503): nothing is acknowledged that was not enqueued.
-impl ChunkArchiver for QueueClient {
+/// Queue mode: the webhook enqueues each chunk as a job for `RecordingTransfer`, after the
+/// URL checks the transfer will apply again: a chunk they refuse is dropped here (reported
+/// under `rejected`, and a delivery of nothing else is answered 400) instead of failing five
+/// times into the poison queue. Every other failure asks for redelivery (503): nothing is
+/// acknowledged that was not enqueued.
+pub struct QueueIntake {
+    queue: QueueClient,
+    urls: UrlPolicy,
+}
+
+impl QueueIntake {
+    /// Enqueues on `queue` what passes `urls`.
+    pub fn new(queue: QueueClient, urls: UrlPolicy) -> Self {
+        QueueIntake { queue, urls }
+    }
+}
+
+impl ChunkArchiver for QueueIntake {
     fn archive(&self, job: ChunkJob) -> BoxFuture<'_, Result<ArchiveOutcome, ArchiveError>> {
         Box::pin(async move {
-            let text = queue_message(self, &job)?;
-            match self.put_message(&text).await {
+            if let Err(reason) = self.urls.check_chunk(&job.document_id, &job.source) {
+                return Err(ArchiveError {
+                    disposition: Disposition::Drop,
+                    message: format!("chunk {} ({}): {reason}", job.index, job.document_id),
+                });
+            }
+            let text = queue_message(&self.queue, &job)?;
+            match self.queue.put_message(&text).await {
                 Ok(id) => {
-                    tracing::info!(message_id = %id, queue = self.queue(), "chunk enqueued");
+                    tracing::info!(message_id = %id, queue = self.queue.queue(), "chunk enqueued");
                     Ok(ArchiveOutcome::Enqueued)
                 }
                 Err(e) => Err(ArchiveError {

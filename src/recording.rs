@@ -564,7 +564,7 @@ fn parse_chunk(path: &str, chunk: &RawValue, template: &ChunkJob) -> Result<Chun
 }
 
 /// Document ids end up in URLs and blob names; ACS ids are like `0-eus-d12-801b3f...`.
-fn is_safe_document_id(id: &str) -> bool {
+pub(crate) fn is_safe_document_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 256
         && id

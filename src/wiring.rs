@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::acs::{self, AcsClient};
-use crate::app::{App, ChunkArchiver};
+use crate::app::{App, ChunkArchiver, QueueIntake};
 use crate::blob::{BlobClient, StorageAuth};
 use crate::clock::SystemClock;
 use crate::config::storage::StorageCredential;
@@ -99,6 +99,7 @@ pub fn build_clients(settings: &Settings, lookup: &impl Lookup) -> Result<Client
 /// missing; `lookup` supplies the platform's managed-identity variables.
 pub fn build_app(settings: &Settings, lookup: &impl Lookup) -> Result<App, ConfigError> {
     let clients = build_clients(settings, lookup)?;
+    let urls = clients.acs.urls().clone();
     let transfer: Arc<Transfer> = Arc::new(Transfer::new(
         Arc::new(AcsChunkReader::new(clients.acs)),
         Arc::new(BlobBlockStore::new(clients.blob)),
@@ -109,7 +110,7 @@ pub fn build_app(settings: &Settings, lookup: &impl Lookup) -> Result<App, Confi
     let poison = clients.queue.as_ref().map(QueueClient::poison_queue);
     let intake: Arc<dyn ChunkArchiver> = match (settings.archive_mode, clients.queue) {
         (ArchiveMode::Inline, _) => transfer.clone(),
-        (ArchiveMode::Queue, Some(queue)) => Arc::new(queue),
+        (ArchiveMode::Queue, Some(queue)) => Arc::new(QueueIntake::new(queue, urls)),
         (ArchiveMode::Queue, None) => {
             // Names the missing queue setting.
             settings

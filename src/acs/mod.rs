@@ -36,7 +36,7 @@ use crate::retry::{
     is_retryable_status, parse_retry_after, Backoff, Jitter, RandomJitter, RetryPolicy,
 };
 
-pub use allowlist::Refusal;
+pub use allowlist::{Access, CheckedChunk, ChunkRefusal, RecordingObject, Refusal, UrlPolicy};
 pub use download::Download;
 
 /// `api-version` of the 2021 preview `recording/download` URLs.
@@ -95,6 +95,15 @@ pub fn chunk_urls(endpoint: &Url, document_id: &str, source: &ChunkSource) -> Ch
             delete: delete.clone(),
         },
     }
+}
+
+/// How a DELETE ended well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// ACS answered 2xx: this request deleted it.
+    Now,
+    /// ACS answered 404: it was gone already (deleted by another delivery, or expired).
+    AlreadyGone,
 }
 
 /// Why a transport-level attempt failed.
@@ -397,8 +406,8 @@ pub struct AcsClient {
 impl std::fmt::Debug for AcsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AcsClient")
-            .field("endpoint", &self.inner.endpoint.as_str())
-            .field("extra_hosts", &self.inner.extra_hosts)
+            .field("endpoint", &self.inner.urls.endpoint().as_str())
+            .field("extra_hosts", &self.inner.urls.extra_hosts())
             .field("options", &self.inner.options)
             .finish_non_exhaustive()
     }
@@ -407,9 +416,8 @@ impl std::fmt::Debug for AcsClient {
 #[derive(Clone)]
 pub(crate) struct Inner {
     http: reqwest::Client,
-    endpoint: Url,
+    urls: UrlPolicy,
     credential: Credential,
-    extra_hosts: Vec<AllowedHost>,
     options: AcsOptions,
     jitter: Arc<dyn Jitter>,
     clock: Arc<dyn Clock>,
@@ -452,9 +460,8 @@ impl AcsClient {
         AcsClient {
             inner: Arc::new(Inner {
                 http,
-                endpoint: settings.endpoint,
+                urls: UrlPolicy::new(settings.endpoint, extra_hosts),
                 credential,
-                extra_hosts,
                 options: AcsOptions::default(),
                 jitter: Arc::new(RandomJitter),
                 clock: Arc::new(SystemClock),
@@ -494,7 +501,12 @@ impl AcsClient {
 
     /// The ACS resource endpoint.
     pub fn endpoint(&self) -> &Url {
-        &self.inner.endpoint
+        self.inner.urls.endpoint()
+    }
+
+    /// Where this client sends requests: the checks every URL passes first.
+    pub fn urls(&self) -> &UrlPolicy {
+        &self.inner.urls
     }
 
     /// Streams the object at `url` from byte `offset` (0 = whole). Returns once the first
@@ -502,13 +514,13 @@ impl AcsClient {
     /// cuts and stalls with `Range: bytes=<next>-`, and ends with an error item when it cannot.
     /// In-flight data is bounded by a few network reads, whatever the object's size.
     pub async fn download(&self, url: &Url, offset: u64) -> Result<Download, AcsError> {
-        self.inner.check(url)?;
+        self.inner.check(url, Access::Get)?;
         download::start(self.inner.clone(), url.clone(), offset).await
     }
 
     /// Fetches a small document (the chunk's metadata JSON), at most [`METADATA_MAX_BYTES`].
     pub async fn fetch_metadata(&self, url: &Url) -> Result<Bytes, AcsError> {
-        let host = &self.inner.check(url)?;
+        let host = &self.inner.check(url, Access::Get)?;
         let inner = &*self.inner;
         inner
             .with_retries(move || async move {
@@ -518,16 +530,16 @@ impl AcsClient {
             .await
     }
 
-    /// Deletes the recording at a GA `deleteLocation`. A 404 counts as done: an earlier
-    /// delivery of the same event may have deleted it already.
-    pub async fn delete(&self, url: &Url) -> Result<(), AcsError> {
-        self.inner.check(url)?;
+    /// Deletes the recording at a GA `deleteLocation`. A 404 is [`Deleted::AlreadyGone`]: an
+    /// earlier or concurrent delivery of the same event may have deleted it already.
+    pub async fn delete(&self, url: &Url) -> Result<Deleted, AcsError> {
+        self.inner.check(url, Access::Delete)?;
         let inner = &*self.inner;
         inner
             .with_retries(move || async move {
                 match inner.send(Method::DELETE, url, None).await {
-                    Ok(_) => Ok(()),
-                    Err(AcsError::Status { status: 404, .. }) => Ok(()),
+                    Ok(_) => Ok(Deleted::Now),
+                    Err(AcsError::Status { status: 404, .. }) => Ok(Deleted::AlreadyGone),
                     Err(e) => Err(e),
                 }
             })
@@ -537,14 +549,14 @@ impl AcsClient {
 
 impl Inner {
     /// The SSRF guard; the URL's host for error messages when it passes.
-    fn check(&self, url: &Url) -> Result<String, AcsError> {
+    fn check(&self, url: &Url, access: Access) -> Result<String, AcsError> {
         let host = sign::authority(url);
-        allowlist::check_url(url, &self.endpoint, &self.extra_hosts).map_err(|reason| {
-            AcsError::Refused {
+        self.urls
+            .check(url, access)
+            .map_err(|reason| AcsError::Refused {
                 host: host.clone(),
                 reason,
-            }
-        })?;
+            })?;
         Ok(host)
     }
 
@@ -643,7 +655,7 @@ impl Inner {
         range_from: Option<u64>,
     ) -> Result<reqwest::Response, AcsError> {
         let host = sign::authority(url);
-        let target = sign::signing_target(url, &self.endpoint);
+        let target = sign::signing_target(url, self.urls.endpoint());
         let mut request = self.http.request(method.clone(), url.clone());
         match &self.credential {
             Credential::Key(key) => {

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use url::Url;
 
 use super::{BlockStore, ChunkReader, Committed, SourceStream, StoredBlob, TransferError};
-use crate::acs::{self, AcsClient, AcsError};
+use crate::acs::{AcsClient, AcsError, Deleted, UrlPolicy};
 use crate::blob::{BlobClient, BlobCommitOptions, BlobError, BlockId, CommitOutcome};
 use crate::identity::BoxFuture;
 use crate::recording::ChunkJob;
@@ -30,15 +30,14 @@ fn download_error(job: &ChunkJob, e: AcsError) -> TransferError {
         index: job.index,
         document_id: job.document_id.clone(),
         disposition: e.disposition(),
+        status: e.status(),
         message: e.to_string(),
     }
 }
 
 impl ChunkReader for AcsChunkReader {
-    fn locate(&self, job: &ChunkJob) -> Result<(Url, Option<Url>), TransferError> {
-        // Every request goes through the client's allowlist; nothing is sent to a refused URL.
-        let urls = acs::chunk_urls(self.client.endpoint(), &job.document_id, &job.source);
-        Ok((urls.media, urls.metadata))
+    fn urls(&self) -> &UrlPolicy {
+        self.client.urls()
     }
 
     fn open<'a>(
@@ -61,6 +60,7 @@ impl ChunkReader for AcsChunkReader {
                         index,
                         document_id: document_id.clone(),
                         disposition: e.disposition(),
+                        status: e.status(),
                         message: e.to_string(),
                     })
                 })
@@ -91,7 +91,7 @@ impl ChunkReader for AcsChunkReader {
         &'a self,
         job: &'a ChunkJob,
         url: &'a Url,
-    ) -> BoxFuture<'a, Result<(), TransferError>> {
+    ) -> BoxFuture<'a, Result<Deleted, TransferError>> {
         Box::pin(async move {
             self.client
                 .delete(url)

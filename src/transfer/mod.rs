@@ -3,13 +3,20 @@
 //! after a crash, in memory bounded by `block_bytes x (2 x parallel_blocks + 2)` per chunk.
 //!
 //! The recipe (`azure-protocols.md` §5.6):
+//! 0. Check the chunk's URLs ([`UrlPolicy::check_chunk`]): the recording object they name is
+//!    the chunk's *source*, recorded on the blob and compared on every later delivery.
 //! 1. Name the blobs deterministically from the chunk ([`ChunkJob::blob_names`]); block ids
-//!    are deterministic too ([`BlockId::from_index`]), so every attempt at a chunk writes the same names.
-//! 2. If the media blob is committed with the size it was archived with, stop: already archived.
+//!    are deterministic too (the block's index, tagged with the source), so every attempt at a
+//!    chunk writes the same names and never reuses blocks staged from another source.
+//! 2. Look in the container first, before asking ACS anything: if the media blob is committed
+//!    whole from the same source, stop: already archived (a chunk ACS deleted after an earlier
+//!    delivery archived it is still a success). Committed from another source: a conflict,
+//!    permanent, and nothing is deleted.
 //! 3. Otherwise read the uncommitted blocks, keep the leading run whose ids and sizes match,
 //!    and resume the ACS download at the byte after them (`Range`).
-//! 4. Stage the rest, then commit with `If-None-Match: *`. A concurrent duplicate that commits
-//!    first makes ours answer "already exists", which is success once the size checks out.
+//! 4. Stage the rest, then commit with `If-None-Match: *` and the source in the blob's
+//!    metadata. A concurrent duplicate that commits first makes ours answer "already exists",
+//!    which is success once its source, size and SHA-256 (when both are known) match.
 //! 5. Check the committed size against what ACS reported, then write `<media>.json`: the ACS
 //!    metadata document and our archive record.
 //!
@@ -30,6 +37,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use crate::acs::{CheckedChunk, ChunkRefusal, Deleted, RecordingObject, UrlPolicy};
 use crate::blob::BlockId;
 use crate::clock::Clock;
 use crate::config::{BlobNameTemplate, TransferSettings};
@@ -44,6 +52,8 @@ const META_SHA256: &str = "sha256";
 const META_DOCUMENT: &str = "documentid";
 const META_EVENT: &str = "sourceeventid";
 const META_INDEX: &str = "chunkindex";
+/// The recording object the bytes came from, as [`RecordingObject`] prints it.
+const META_SOURCE: &str = "sourceobject";
 
 /// Why a chunk was not archived. Each variant knows what the caller must do.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -59,6 +69,18 @@ pub enum TransferError {
         message: String,
         /// What the ACS client classified it as.
         disposition: Disposition,
+        /// The HTTP status ACS answered with, if it answered.
+        status: Option<u16>,
+    },
+    /// The chunk's URLs can never be requested; nothing was sent.
+    #[error("chunk {index} ({document_id}): {reason}")]
+    Refused {
+        /// Chunk index.
+        index: u32,
+        /// Chunk document id.
+        document_id: String,
+        /// Which URL, and why.
+        reason: Box<ChunkRefusal>,
     },
     /// A Blob Storage call failed (after the client's own retries).
     #[error("blob {blob}: {message}")]
@@ -82,13 +104,17 @@ pub enum TransferError {
         /// Bytes received or committed.
         actual: u64,
     },
-    /// A blob with our name exists but was not written by a complete archive of this chunk.
-    #[error("blob {blob} exists with {size} bytes but no complete archive record; refusing to overwrite it")]
+    /// A blob with our name exists but was not archived from this chunk's source: the event
+    /// names the same chunk as an earlier one but another recording object (or the blob is
+    /// foreign). Nothing is overwritten and nothing is deleted from ACS.
+    #[error("archive conflict: blob {blob} holds {recorded}, but this job's source is {expected}; nothing overwritten, nothing deleted from ACS")]
     Conflict {
         /// Blob name.
         blob: String,
-        /// Its size.
-        size: u64,
+        /// What the blob records about its source.
+        recorded: String,
+        /// This job's source.
+        expected: String,
     },
     /// The chunk has more blocks than Blob Storage allows (50,000).
     #[error("chunk {index}: {bytes} bytes need {blocks} blocks of {block_bytes} bytes, over the 50,000-block limit; raise TRANSFER_BLOCK_BYTES")]
@@ -112,10 +138,21 @@ impl TransferError {
             | TransferError::Storage { disposition, .. } => *disposition,
             // A short body that slipped past the download's own checks: try again.
             TransferError::SizeMismatch { .. } => Disposition::Retry,
-            TransferError::Conflict { .. } | TransferError::TooManyBlocks { .. } => {
-                Disposition::Drop
-            }
+            TransferError::Refused { .. }
+            | TransferError::Conflict { .. }
+            | TransferError::TooManyBlocks { .. } => Disposition::Drop,
         }
+    }
+
+    /// ACS answered 404: the recording is gone (deleted, or past its retention).
+    fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            TransferError::Download {
+                status: Some(404),
+                ..
+            }
+        )
     }
 }
 
@@ -136,8 +173,8 @@ pub struct SourceStream {
 
 /// Where a chunk's bytes come from.
 pub trait ChunkReader: Send + Sync {
-    /// The media and metadata URLs of a chunk (refused URLs are permanent errors).
-    fn locate(&self, job: &ChunkJob) -> Result<(Url, Option<Url>), TransferError>;
+    /// The checks every URL passes before it is requested.
+    fn urls(&self) -> &UrlPolicy;
     /// Opens the media from byte `offset`.
     fn open<'a>(
         &'a self,
@@ -156,7 +193,7 @@ pub trait ChunkReader: Send + Sync {
         &'a self,
         job: &'a ChunkJob,
         url: &'a Url,
-    ) -> BoxFuture<'a, Result<(), TransferError>>;
+    ) -> BoxFuture<'a, Result<Deleted, TransferError>>;
 }
 
 /// A committed blob, as far as the pipeline cares.
@@ -180,6 +217,72 @@ impl StoredBlob {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether this blob is a complete archive of `expected`: committed whole, from the same
+    /// recording object and document id, and with the same size and SHA-256 where the caller
+    /// knows them. `Err` describes what the blob records instead.
+    fn verify(&self, expected: &ArchiveSource) -> Result<(), String> {
+        let recorded_sha = self.meta(META_SHA256);
+        let matches = self.is_complete()
+            && self.meta(META_SOURCE) == Some(expected.object.as_str())
+            && self.meta(META_DOCUMENT) == Some(expected.document_id.as_str())
+            && expected.size.is_none_or(|n| n == self.content_length)
+            && match (&expected.sha256, recorded_sha) {
+                (Some(ours), Some(theirs)) => ours == theirs,
+                _ => true,
+            };
+        if matches {
+            return Ok(());
+        }
+        if !self.is_complete() {
+            return Err(format!(
+                "{} bytes without a complete archive record",
+                self.content_length
+            ));
+        }
+        let or_none = |v: Option<&str>| v.map(|v| v.chars().take(300).collect::<String>());
+        Err(ArchiveSource {
+            object: or_none(self.meta(META_SOURCE)).unwrap_or_else(|| "no recorded object".into()),
+            document_id: or_none(self.meta(META_DOCUMENT)).unwrap_or_else(|| "-".into()),
+            size: Some(self.content_length),
+            sha256: or_none(recorded_sha),
+        }
+        .to_string())
+    }
+}
+
+/// Where a chunk's bytes come from, as an archive records it and a job expects it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ArchiveSource {
+    /// The recording object (`RecordingObject`'s text).
+    object: String,
+    document_id: String,
+    size: Option<u64>,
+    sha256: Option<String>,
+}
+
+impl ArchiveSource {
+    fn of(job: &ChunkJob, source: &RecordingObject) -> ArchiveSource {
+        ArchiveSource {
+            object: source.to_string(),
+            document_id: job.document_id.clone(),
+            size: None,
+            sha256: None,
+        }
+    }
+}
+
+impl std::fmt::Display for ArchiveSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "object {}, documentId {}", self.object, self.document_id)?;
+        if let Some(n) = self.size {
+            write!(f, ", {n} bytes")?;
+        }
+        if let Some(h) = &self.sha256 {
+            write!(f, ", sha256 {h}")?;
+        }
+        Ok(())
     }
 }
 
@@ -278,28 +381,122 @@ impl Transfer {
     }
 
     /// Archives one chunk (media and record), then, with `DELETE_AFTER_ARCHIVE`, frees the
-    /// recording in ACS once all its chunks are archived. Idempotent.
+    /// recording in ACS once all its chunks are archived. Idempotent, also after the delete:
+    /// the container is consulted before ACS, and a 404 from ACS for a chunk archived from the
+    /// same source meanwhile is success.
     pub async fn archive(&self, job: &ChunkJob) -> Result<TransferReport, TransferError> {
-        let report = self.copy(job).await?;
+        let chunk = self
+            .reader
+            .urls()
+            .check_chunk(&job.document_id, &job.source)
+            .map_err(|reason| TransferError::Refused {
+                index: job.index,
+                document_id: job.document_id.clone(),
+                reason: Box::new(reason),
+            })?;
+        if let (true, Some(delete)) = (self.settings.delete_after_archive, &chunk.urls.delete) {
+            if let Err(reason) = self.reader.urls().check_delete(delete, &chunk.source) {
+                tracing::error!(document_id = %job.document_id, chunk = job.index, %reason, "deleteLocation refused: the recording is archived but will not be deleted from ACS");
+            }
+        }
+        let report = match self.find_archived(job, &chunk).await? {
+            Some(report) => report,
+            None => match self.copy(job, &chunk).await {
+                // ACS no longer has it: a concurrent delivery may have archived and freed it
+                // since we looked.
+                Err(e) if e.is_not_found() => self.find_archived(job, &chunk).await?.ok_or(e)?,
+                other => other?,
+            },
+        };
         if self.settings.delete_after_archive {
             self.release_recording(job).await?;
         }
         Ok(report)
     }
 
-    /// Copies one chunk's media and writes its record.
-    async fn copy(&self, job: &ChunkJob) -> Result<TransferReport, TransferError> {
+    /// The chunk's archive, if its media blob is committed: verified to come from this job's
+    /// source (a [`TransferError::Conflict`] if not), its record written if a crash lost it.
+    /// Asks ACS nothing unless the record must be rewritten.
+    async fn find_archived(
+        &self,
+        job: &ChunkJob,
+        chunk: &CheckedChunk,
+    ) -> Result<Option<TransferReport>, TransferError> {
         let started_at = self.clock.now();
         let started = Instant::now();
-        let (media_url, metadata_url) = self.reader.locate(job)?;
-        let acs_metadata = match &metadata_url {
-            Some(url) => Some(self.reader.metadata(job, url).await?),
-            None => None,
+        // Without a format in the event, the name's extension comes from ACS: try each.
+        let formats = match MediaFormat::infer(job.format_type.as_deref(), None, None, None) {
+            MediaFormat::UNKNOWN => vec![
+                MediaFormat::MP4,
+                MediaFormat::MP3,
+                MediaFormat::WAV,
+                MediaFormat::UNKNOWN,
+            ],
+            known => vec![known],
         };
-        let acs_metadata: Option<Value> = acs_metadata.map(|b| {
-            serde_json::from_slice(&b)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into_owned()))
-        });
+        let expected = ArchiveSource::of(job, &chunk.source);
+        for format in formats {
+            let names = job.blob_names(&self.template, format);
+            let Some(existing) = self.store.properties(&names.media).await? else {
+                continue;
+            };
+            existing
+                .verify(&expected)
+                .map_err(|recorded| TransferError::Conflict {
+                    blob: names.media.clone(),
+                    recorded,
+                    expected: expected.to_string(),
+                })?;
+            if self.store.properties(&names.record).await?.is_none() {
+                // The media is in; the record was lost to a crash right after the commit.
+                let acs_metadata = match self.acs_metadata(job, chunk).await {
+                    Err(e) if e.is_not_found() => None,
+                    other => other?,
+                };
+                let record = self.record(
+                    job,
+                    &names,
+                    format,
+                    &existing,
+                    &chunk.source,
+                    acs_metadata,
+                    None,
+                    started_at,
+                    started,
+                );
+                self.put_record(&names, record).await?;
+            }
+            tracing::info!(blob = %names.media, source = %chunk.source, "chunk already archived from this source");
+            return Ok(Some(TransferReport::AlreadyArchived { blob: names.media }));
+        }
+        Ok(None)
+    }
+
+    /// The chunk's ACS metadata document, parsed (kept as text if it is not JSON).
+    async fn acs_metadata(
+        &self,
+        job: &ChunkJob,
+        chunk: &CheckedChunk,
+    ) -> Result<Option<Value>, TransferError> {
+        let Some(url) = &chunk.urls.metadata else {
+            return Ok(None);
+        };
+        let b = self.reader.metadata(job, url).await?;
+        Ok(Some(serde_json::from_slice(&b).unwrap_or_else(|_| {
+            Value::String(String::from_utf8_lossy(&b).into_owned())
+        })))
+    }
+
+    /// Copies one chunk's media and writes its record.
+    async fn copy(
+        &self,
+        job: &ChunkJob,
+        chunk: &CheckedChunk,
+    ) -> Result<TransferReport, TransferError> {
+        let started_at = self.clock.now();
+        let started = Instant::now();
+        let media_url = &chunk.urls.media;
+        let acs_metadata = self.acs_metadata(job, chunk).await?;
         let metadata_format = acs_metadata
             .as_ref()
             .and_then(|m| m.pointer("/recordingInfo/format"))
@@ -314,34 +511,12 @@ impl Transfer {
         // it; the stream opened to learn it is used if the transfer starts at byte 0.
         let mut opened = None;
         if format == MediaFormat::UNKNOWN {
-            let stream = self.reader.open(job, &media_url, 0).await?;
+            let stream = self.reader.open(job, media_url, 0).await?;
             format = MediaFormat::infer(None, None, None, stream.content_type.as_deref());
             opened = Some(stream);
         }
         let names = job.blob_names(&self.template, format);
-
-        if let Some(existing) = self.store.properties(&names.media).await? {
-            if !existing.is_complete() {
-                return Err(TransferError::Conflict {
-                    blob: names.media,
-                    size: existing.content_length,
-                });
-            }
-            // The media is in; the record may have been lost to a crash right after the commit.
-            let record = self.record(
-                job,
-                &names,
-                format,
-                &existing,
-                acs_metadata,
-                None,
-                started_at,
-                started,
-            );
-            self.put_record(&names, record).await?;
-            tracing::info!(blob = %names.media, "chunk already archived");
-            return Ok(TransferReport::AlreadyArchived { blob: names.media });
-        }
+        let blocks_of = BlockTag::of(&chunk.source);
 
         let block = self.settings.block_bytes as u64;
         let staged = self.store.uncommitted_blocks(&names.media).await?;
@@ -351,18 +526,18 @@ impl Transfer {
         // which is answered 416.
         let staged: std::collections::HashMap<BlockId, u64> = staged.into_iter().collect();
         let reusable = (0u32..)
-            .take_while(|i| staged.get(&BlockId::from_index(*i)) == Some(&block))
+            .take_while(|i| staged.get(&blocks_of.id(*i)) == Some(&block))
             .count()
             .saturating_sub(1) as u64;
         let mut offset = reusable * block;
         let mut stream = match opened {
             Some(s) if offset == 0 => s,
-            _ => self.reader.open(job, &media_url, offset).await?,
+            _ => self.reader.open(job, media_url, offset).await?,
         };
         if offset > stream.total_len {
             // Staged blocks from a source of another size: start over.
             offset = 0;
-            stream = self.reader.open(job, &media_url, 0).await?;
+            stream = self.reader.open(job, media_url, 0).await?;
         }
         let total = stream.total_len;
         let blocks = total.div_ceil(block);
@@ -377,7 +552,9 @@ impl Transfer {
         if offset > 0 {
             tracing::info!(blob = %names.media, resume_at = offset, reused_blocks = reusable, "resuming a partial transfer");
         }
-        let sha256 = self.pump(job, &names.media, stream, offset / block).await?;
+        let sha256 = self
+            .pump(job, &names.media, stream, blocks_of, offset / block)
+            .await?;
 
         let sha_hex = sha256.map(|d| hex(&d));
         let mut metadata = vec![
@@ -385,11 +562,12 @@ impl Transfer {
             (META_DOCUMENT.to_string(), job.document_id.clone()),
             (META_INDEX.to_string(), job.index.to_string()),
             (META_EVENT.to_string(), ascii_meta(&job.event_id)),
+            (META_SOURCE.to_string(), chunk.source.to_string()),
         ];
         if let Some(h) = &sha_hex {
             metadata.push((META_SHA256.to_string(), h.clone()));
         }
-        let ids = (0..blocks as u32).map(BlockId::from_index).collect();
+        let ids = (0..blocks as u32).map(|i| blocks_of.id(i)).collect();
         let committed = self
             .store
             .commit(&names.media, ids, format.content_type, metadata)
@@ -407,6 +585,20 @@ impl Transfer {
                 actual: stored.content_length,
             });
         }
+        if committed == Committed::AlreadyExists {
+            let expected = ArchiveSource {
+                size: Some(total),
+                sha256: sha_hex.clone(),
+                ..ArchiveSource::of(job, &chunk.source)
+            };
+            stored
+                .verify(&expected)
+                .map_err(|recorded| TransferError::Conflict {
+                    blob: names.media.clone(),
+                    recorded,
+                    expected: expected.to_string(),
+                })?;
+        }
         // The record is written whoever committed: "already exists" is also what a retried
         // commit hears when the answer to its own commit was lost, and then nobody else would
         // write it. It is create-only, so a concurrent winner's record stays as it is.
@@ -415,6 +607,7 @@ impl Transfer {
             &names,
             format,
             &stored,
+            &chunk.source,
             acs_metadata,
             Some((offset, sha_hex.clone())),
             started_at,
@@ -447,6 +640,7 @@ impl Transfer {
         job: &ChunkJob,
         blob: &str,
         stream: SourceStream,
+        blocks_of: BlockTag,
         first_block: u64,
     ) -> Result<Option<[u8; 32]>, TransferError> {
         let block = self.settings.block_bytes;
@@ -498,7 +692,7 @@ impl Transfer {
                 inflight.spawn(stage(
                     self.store.clone(),
                     blob.clone(),
-                    index,
+                    blocks_of.id(index as u32),
                     data,
                     self.settings.content_md5,
                 ));
@@ -540,6 +734,7 @@ impl Transfer {
         names: &BlobNames,
         format: MediaFormat,
         stored: &StoredBlob,
+        source: &RecordingObject,
         acs_metadata: Option<Value>,
         transfer: Option<(u64, Option<String>)>,
         started_at: SystemTime,
@@ -562,6 +757,7 @@ impl Transfer {
                 "archiver": concat!("recording-archiver/", env!("CARGO_PKG_VERSION")),
                 "sourceEventId": job.event_id,
                 "documentId": job.document_id,
+                "source": {"host": source.host, "objectId": source.id},
                 "chunkIndex": job.index,
                 "chunkCount": job.chunk_count,
                 "endReason": job.end_reason,
@@ -588,7 +784,7 @@ impl Transfer {
 async fn stage(
     store: Arc<dyn BlockStore>,
     blob: Arc<str>,
-    index: u64,
+    id: BlockId,
     data: Bytes,
     content_md5: bool,
 ) -> Result<(), TransferError> {
@@ -600,9 +796,28 @@ async fn stage(
     } else {
         None
     };
-    store
-        .stage_block(&blob, BlockId::from_index(index as u32), data, md5)
-        .await
+    store.stage_block(&blob, id, data, md5).await
+}
+
+/// The block ids of one source. Staged blocks outlive a failed attempt, and another event may
+/// name the same blob for another recording object; tagging the ids with the source means
+/// a resume reuses only blocks of the same source. 10 raw bytes, like the untagged ids of
+/// earlier versions (Blob Storage wants one id length per blob): 5 bytes of the source's
+/// SHA-256, then the index in 5 digits ([`MAX_BLOCKS`] is below 100,000).
+#[derive(Debug, Clone, Copy)]
+struct BlockTag([u8; 5]);
+
+impl BlockTag {
+    fn of(source: &RecordingObject) -> BlockTag {
+        let digest = Sha256::digest(source.to_string().as_bytes());
+        BlockTag([digest[0], digest[1], digest[2], digest[3], digest[4]])
+    }
+
+    fn id(self, index: u32) -> BlockId {
+        let mut raw = self.0.to_vec();
+        raw.extend_from_slice(format!("{:05}", index % 100_000).as_bytes());
+        BlockId::from_raw(&raw).expect("10 bytes is a valid block id length")
+    }
 }
 
 /// The result of a staging task, with a task that died (a panic) reported as retryable.
@@ -781,24 +996,69 @@ mod tests {
         }
     }
 
+    /// A GA chunk job for `doc-1` whose URLs name `object` on the storage host.
+    fn ga_job(object: &str) -> ChunkJob {
+        let url = |kind: &str| {
+            Url::parse(&format!(
+                "https://x.asm.skype.com/v1/objects/{object}/content/{kind}"
+            ))
+            .unwrap()
+        };
+        ChunkJob {
+            source: ChunkSource::Located {
+                content: url("video"),
+                metadata: Some(url("acsmetadata")),
+                delete: Some(url("deletedata")),
+            },
+            ..job(Some("Mp4"))
+        }
+    }
+
     /// A source that serves `data`, optionally failing once it has sent `fail_after` bytes.
+    /// Once `gone`, it answers 404 like ACS after a delete.
     struct FakeReader {
+        urls: UrlPolicy,
         data: Bytes,
         fail_after: Mutex<Option<u64>>,
         opens: Mutex<Vec<u64>>,
+        metadata_reads: AtomicUsize,
         content_type: Option<&'static str>,
         deleted: Mutex<Vec<String>>,
+        gone: std::sync::atomic::AtomicBool,
     }
 
     impl FakeReader {
         fn new(data: Bytes) -> Arc<Self> {
             Arc::new(FakeReader {
+                urls: UrlPolicy::new(
+                    Url::parse("https://contoso.communication.azure.com/").unwrap(),
+                    Vec::new(),
+                ),
                 data,
                 fail_after: Mutex::new(None),
                 opens: Mutex::default(),
+                metadata_reads: AtomicUsize::new(0),
                 content_type: None,
                 deleted: Mutex::default(),
+                gone: Default::default(),
             })
+        }
+
+        /// How often ACS was asked for media or metadata.
+        fn acs_reads(&self) -> usize {
+            self.opens.lock().unwrap().len() + self.metadata_reads.load(Ordering::SeqCst)
+        }
+
+        fn not_found(&self) -> Option<TransferError> {
+            self.gone
+                .load(Ordering::SeqCst)
+                .then(|| TransferError::Download {
+                    index: 0,
+                    document_id: "doc-1".into(),
+                    message: "404 Not Found".into(),
+                    disposition: Disposition::Drop,
+                    status: Some(404),
+                })
         }
     }
 
@@ -807,16 +1067,13 @@ mod tests {
             &'a self,
             _job: &'a ChunkJob,
             url: &'a Url,
-        ) -> BoxFuture<'a, Result<(), TransferError>> {
+        ) -> BoxFuture<'a, Result<Deleted, TransferError>> {
             self.deleted.lock().unwrap().push(url.to_string());
-            Box::pin(async { Ok(()) })
+            Box::pin(async { Ok(Deleted::Now) })
         }
 
-        fn locate(&self, _job: &ChunkJob) -> Result<(Url, Option<Url>), TransferError> {
-            Ok((
-                Url::parse("https://x.asm.skype.com/media").unwrap(),
-                Some(Url::parse("https://x.asm.skype.com/meta").unwrap()),
-            ))
+        fn urls(&self) -> &UrlPolicy {
+            &self.urls
         }
         fn open<'a>(
             &'a self,
@@ -825,6 +1082,9 @@ mod tests {
             offset: u64,
         ) -> BoxFuture<'a, Result<SourceStream, TransferError>> {
             self.opens.lock().unwrap().push(offset);
+            if let Some(e) = self.not_found() {
+                return Box::pin(async { Err(e) });
+            }
             let fail_after = self.fail_after.lock().unwrap().take();
             let rest = self.data.slice(offset as usize..);
             let parts: Vec<Bytes> = rest.chunks(10_000).map(Bytes::copy_from_slice).collect();
@@ -837,6 +1097,7 @@ mod tests {
                         document_id: "doc-1".into(),
                         message: "connection reset".into(),
                         disposition: Disposition::Retry,
+                        status: None,
                     }),
                     _ => Ok(p),
                 }
@@ -857,6 +1118,10 @@ mod tests {
             _job: &'a ChunkJob,
             _url: &'a Url,
         ) -> BoxFuture<'a, Result<Bytes, TransferError>> {
+            self.metadata_reads.fetch_add(1, Ordering::SeqCst);
+            if let Some(e) = self.not_found() {
+                return Box::pin(async { Err(e) });
+            }
             Box::pin(async {
                 Ok(Bytes::from_static(
                     br#"{"chunkDocumentId":"doc-1","recordingInfo":{"format":"mp3"}}"#,
@@ -882,6 +1147,8 @@ mod tests {
         lose_commit_answers: AtomicBool,
         /// This many next small writes (records) fail, as a busy service may answer.
         failing_small_writes: AtomicUsize,
+        /// This many next property look-ups see no blob (as if it were committed just after).
+        blind_lookups: AtomicUsize,
         stages: AtomicUsize,
         inflight: AtomicUsize,
         max_inflight: AtomicUsize,
@@ -902,10 +1169,17 @@ mod tests {
             &'a self,
             blob: &'a str,
         ) -> BoxFuture<'a, Result<Option<StoredBlob>, TransferError>> {
-            let r = self.committed(blob).map(|(data, _, metadata)| StoredBlob {
-                content_length: data.len() as u64,
-                metadata,
-            });
+            let blind = self
+                .blind_lookups
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            let r = self
+                .committed(blob)
+                .filter(|_| !blind)
+                .map(|(data, _, metadata)| StoredBlob {
+                    content_length: data.len() as u64,
+                    metadata,
+                });
             Box::pin(async move { Ok(r) })
         }
         fn uncommitted_blocks<'a>(
@@ -1195,31 +1469,48 @@ mod tests {
         );
     }
 
+    /// The jobs of a recording of `n` GA chunks `doc-0`, `doc-1`, ..., each object named like
+    /// its document, every job listing every chunk.
+    fn recording_jobs(n: u32) -> Vec<ChunkJob> {
+        use crate::recording::SiblingChunk;
+        let jobs: Vec<ChunkJob> = (0..n)
+            .map(|i| ChunkJob {
+                document_id: format!("doc-{i}"),
+                index: i,
+                ..ga_job(&format!("doc-{i}"))
+            })
+            .collect();
+        let siblings: Vec<SiblingChunk> = jobs
+            .iter()
+            .map(|j| SiblingChunk {
+                document_id: j.document_id.clone(),
+                index: j.index,
+                delete: match &j.source {
+                    ChunkSource::Located { delete, .. } => delete.clone(),
+                    ChunkSource::Preview => None,
+                },
+            })
+            .collect();
+        jobs.into_iter()
+            .map(|j| ChunkJob {
+                siblings: siblings.clone().into(),
+                ..j
+            })
+            .collect()
+    }
+
+    fn delete_url(object: &str) -> String {
+        format!("https://x.asm.skype.com/v1/objects/{object}/content/deletedata")
+    }
+
     #[tokio::test]
     async fn a_recording_is_deleted_from_acs_only_when_every_chunk_is_archived() {
-        use crate::recording::SiblingChunk;
         let store = Arc::new(FakeStore::default());
         let reader = FakeReader::new(content(BLOCK + 3));
         let t = transfer(reader.clone(), store.clone(), false);
-        let url = |i: u32| {
-            Url::parse(&format!(
-                "https://x.asm.skype.com/v1/objects/doc-{i}/content/deletedata"
-            ))
-            .unwrap()
-        };
-        let siblings: Vec<SiblingChunk> = (0..2)
-            .map(|i| SiblingChunk {
-                document_id: format!("doc-{i}"),
-                index: i,
-                delete: Some(url(i)),
-            })
-            .collect();
-        let mut first = job(Some("Mp4"));
-        first.document_id = "doc-0".into();
-        first.siblings = siblings.clone().into();
-        let second = first.for_sibling(&siblings[1]);
+        let jobs = recording_jobs(2);
 
-        t.archive(&first).await.unwrap();
+        t.archive(&jobs[0]).await.unwrap();
         assert!(
             reader.deleted.lock().unwrap().is_empty(),
             "chunk 1 is not archived yet"
@@ -1227,16 +1518,16 @@ mod tests {
         // Chunk 1's media commits, then its record write fails (the job will be tried again),
         // and a duplicate delivery of chunk 0 finds both media blobs committed.
         store.failing_small_writes.store(1, Ordering::SeqCst);
-        t.archive(&second).await.unwrap_err();
-        t.archive(&first).await.unwrap();
+        t.archive(&jobs[1]).await.unwrap_err();
+        t.archive(&jobs[0]).await.unwrap();
         assert!(
             reader.deleted.lock().unwrap().is_empty(),
             "chunk 1's record, with its ACS metadata, is not written yet"
         );
-        t.archive(&second).await.unwrap();
+        t.archive(&jobs[1]).await.unwrap();
         let record = format!(
             "{}.json",
-            second
+            jobs[1]
                 .blob_names(&BlobNameTemplate::default(), MediaFormat::MP4)
                 .media
         );
@@ -1247,18 +1538,160 @@ mod tests {
         );
         assert_eq!(
             *reader.deleted.lock().unwrap(),
-            vec![url(0).to_string(), url(1).to_string()]
+            vec![delete_url("doc-0"), delete_url("doc-1")]
         );
 
-        // A redelivery of an archived chunk deletes again: harmless, ACS answers success.
-        let mut without_set = first.clone();
+        let mut without_set = ga_job("doc-9");
         without_set.document_id = "doc-9".into();
-        without_set.siblings = Default::default();
         t.archive(&without_set).await.unwrap();
         assert_eq!(
             reader.deleted.lock().unwrap().len(),
             2,
             "no sibling list, no delete"
         );
+    }
+
+    #[tokio::test]
+    async fn a_delete_names_only_objects_whose_bytes_are_in_the_container() {
+        let store = Arc::new(FakeStore::default());
+        let reader = FakeReader::new(content(100));
+        let t = transfer(reader.clone(), store.clone(), false);
+        let mut jobs = recording_jobs(2);
+        // Chunk 1's delete location, as chunk 0's job knows it, names another object than
+        // the one chunk 1 was archived from.
+        let foreign = Url::parse(&delete_url("someone-else")).unwrap();
+        let mut known: Vec<_> = jobs[0].siblings.to_vec();
+        known[1].delete = Some(foreign);
+        jobs[0].siblings = known.into();
+        t.archive(&jobs[0]).await.unwrap();
+        t.archive(&jobs[1]).await.unwrap();
+        t.archive(&jobs[0]).await.unwrap();
+        assert_eq!(
+            *reader.deleted.lock().unwrap(),
+            vec![delete_url("doc-0"), delete_url("doc-1")],
+            "only chunk 1's job, which names the verified objects, deleted"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redelivery_after_acs_deleted_the_chunk_succeeds_without_asking_acs() {
+        let store = Arc::new(FakeStore::default());
+        let reader = FakeReader::new(content(2 * BLOCK));
+        let t = transfer(reader.clone(), store.clone(), false);
+        let jobs = recording_jobs(1);
+        t.archive(&jobs[0]).await.unwrap();
+        reader.gone.store(true, Ordering::SeqCst);
+        let reads = reader.acs_reads();
+        for _ in 0..3 {
+            assert_eq!(
+                t.archive(&jobs[0]).await.unwrap(),
+                TransferReport::AlreadyArchived {
+                    blob: "2026/11/24/call-1/000-doc-0.mp4".into()
+                }
+            );
+        }
+        assert_eq!(reader.acs_reads(), reads, "no GET to ACS");
+    }
+
+    #[tokio::test]
+    async fn a_404_after_a_concurrent_archive_is_success_and_without_one_it_is_permanent() {
+        let store = Arc::new(FakeStore::default());
+        let reader = FakeReader::new(content(BLOCK));
+        let t = transfer(reader.clone(), store.clone(), false);
+        let job = ga_job("doc-1");
+        t.archive(&job).await.unwrap();
+        // Another instance archives and deletes between our look at the container and our
+        // request to ACS: the first look misses, ACS answers 404, the second look finds it.
+        store.blind_lookups.store(1, Ordering::SeqCst);
+        reader.gone.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            t.archive(&job).await.unwrap(),
+            TransferReport::AlreadyArchived { .. }
+        ));
+        // Never archived and gone from ACS: a permanent failure.
+        let mut never = ga_job("doc-2");
+        never.document_id = "doc-2".into();
+        let err = t.archive(&never).await;
+        let err = match err {
+            Err(e) => e,
+            Ok(r) => panic!("{r:?}"),
+        };
+        assert!(err.is_not_found(), "{err}");
+        assert_eq!(err.disposition(), Disposition::Drop);
+    }
+
+    #[tokio::test]
+    async fn the_same_chunk_from_another_object_is_a_conflict_and_nothing_is_deleted() {
+        let store = Arc::new(FakeStore::default());
+        let reader = FakeReader::new(content(BLOCK + 1));
+        let t = transfer(reader.clone(), store.clone(), false);
+        t.archive(&ga_job("doc-1")).await.unwrap();
+        let deletes = reader.deleted.lock().unwrap().len();
+        let reads = reader.acs_reads();
+        // Same documentId, call and date, so the same blob name, but another object.
+        let mut other = ga_job("victim-object");
+        other.siblings = vec![crate::recording::SiblingChunk {
+            document_id: other.document_id.clone(),
+            index: 0,
+            delete: Some(Url::parse(&delete_url("victim-object")).unwrap()),
+        }]
+        .into();
+        let err = t.archive(&other).await.unwrap_err();
+        let TransferError::Conflict {
+            recorded, expected, ..
+        } = &err
+        else {
+            panic!("{err}")
+        };
+        assert!(recorded.contains("x.asm.skype.com/doc-1"), "{recorded}");
+        assert!(
+            expected.contains("x.asm.skype.com/victim-object"),
+            "{expected}"
+        );
+        assert_eq!(err.disposition(), Disposition::Drop);
+        assert_eq!(reader.deleted.lock().unwrap().len(), deletes, "no DELETE");
+        assert_eq!(reader.acs_reads(), reads, "its media is never fetched");
+    }
+
+    #[tokio::test]
+    async fn blocks_staged_from_another_source_are_not_reused() {
+        let data = content(6 * BLOCK);
+        let store = Arc::new(FakeStore::default());
+        let reader = FakeReader::new(data.clone());
+        *reader.fail_after.lock().unwrap() = Some((4 * BLOCK) as u64);
+        let t = transfer(reader.clone(), store.clone(), true);
+        t.archive(&ga_job("first-object")).await.unwrap_err();
+        assert!(store.stages.load(Ordering::SeqCst) >= 3);
+        let report = t.archive(&ga_job("second-object")).await.unwrap();
+        let TransferReport::Archived {
+            resumed_from,
+            sha256,
+            ..
+        } = report
+        else {
+            panic!("{report:?}")
+        };
+        assert_eq!(resumed_from, 0, "another source starts over");
+        assert_eq!(sha256, Some(hex(&Sha256::digest(&data))));
+    }
+
+    #[test]
+    fn chunk_urls_that_are_not_recordings_are_refused_before_any_request() {
+        let reader = FakeReader::new(content(10));
+        let store = Arc::new(FakeStore::default());
+        let t = transfer(reader.clone(), store, false);
+        let mut job = ga_job("doc-1");
+        job.source = ChunkSource::Located {
+            content: Url::parse("https://contoso.communication.azure.com/phoneNumbers?api-version=2022-12-01").unwrap(),
+            metadata: None,
+            delete: Some(Url::parse("https://contoso.communication.azure.com/identities/8:acs:victim?api-version=2023-10-01").unwrap()),
+        };
+        let err = futures_util::FutureExt::now_or_never(t.archive(&job))
+            .expect("refused without any I/O")
+            .unwrap_err();
+        assert!(matches!(err, TransferError::Refused { .. }), "{err}");
+        assert_eq!(err.disposition(), Disposition::Drop);
+        assert_eq!(reader.acs_reads(), 0);
+        assert!(reader.deleted.lock().unwrap().is_empty());
     }
 }
