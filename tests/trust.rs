@@ -284,6 +284,78 @@ async fn only_a_delete_that_acs_accepted_is_logged_as_deleted() {
     output_with(&h, "recording deleted from ACS").await;
 }
 
+/// Defect 9, for the operator: `archiver replay` of a delivery whose recording was archived
+/// and freed in ACS succeeds without asking ACS anything.
+#[tokio::test]
+async fn replay_after_the_delete_succeeds_without_acs() {
+    let emu = emulator().await;
+    let docs = ["0-wus-t9-replay-a", "0-wus-t9-replay-b"];
+    for doc in docs {
+        emu.add_recording(doc, 20 * KIB, 7, RecordingFormat::Mp4);
+    }
+    let mut env = handler_env(Some(&emu));
+    set(&mut env, "DELETE_AFTER_ARCHIVE", "true");
+    let delivery = json!([ga_event(
+        &emu,
+        "evt-t9-replay",
+        "call-t9-replay",
+        &docs,
+        "Mp4"
+    )]);
+    let replay = |env: Vec<(String, String)>, text: String| {
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_archiver"))
+                .args(["replay", "-"])
+                .env_clear()
+                .envs(env)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (out.status, text)
+        })
+    };
+    let (status, out) = replay(env.clone(), delivery.to_string()).await.unwrap();
+    assert!(
+        status.success() && out.contains("2 archived, 0 already archived, 0 failed"),
+        "{out}"
+    );
+    assert!(docs.iter().all(|d| emu.is_deleted(d)), "{out}");
+
+    emu.clear_requests();
+    let (status, out) = replay(env.clone(), delivery.to_string()).await.unwrap();
+    assert!(
+        status.success() && out.contains("0 archived, 2 already archived, 0 failed"),
+        "{out}"
+    );
+    assert!(
+        emu.requests().iter().all(|r| r.method == "DELETE"),
+        "no GET to ACS: {:#?}",
+        emu.requests()
+    );
+    assert_archived(
+        &emu,
+        &setting(&env, "RECORDINGS_CONTAINER"),
+        "call-t9-replay",
+        &docs,
+    )
+    .await;
+}
+
 /// Defect 9: with delete-after-archive on, duplicates fetched ACS metadata before looking at
 /// the container, got 404 once the first copy had deleted the recording, and poisoned
 /// themselves. Three instances share one queue; twelve recordings of three chunks are each
