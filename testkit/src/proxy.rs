@@ -314,7 +314,27 @@ fn split_origin(endpoint: &str) -> Option<(&str, &str)> {
     Some((&endpoint[..slash], endpoint[slash..].trim_end_matches('/')))
 }
 
+/// Serves one request on a task of its own: a client that hangs up (a killed process) drops
+/// this future, but the request may already have reached the target, and the log must still
+/// show it.
 async fn handle(
+    method: Method,
+    path: FullPath,
+    query: String,
+    headers: HeaderMap,
+    body: Bytes,
+    state: Arc<State>,
+) -> Response<Bytes> {
+    tokio::spawn(serve(method, path, query, headers, body, state))
+        .await
+        .unwrap_or_else(|e| {
+            let mut r = Response::new(Bytes::from(format!("FaultProxy failed: {e}")));
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        })
+}
+
+async fn serve(
     method: Method,
     path: FullPath,
     query: String,
