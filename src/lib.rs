@@ -23,7 +23,7 @@
 //! | [`eventgrid`] | Event Grid and CloudEvents delivery schemas, handshakes, classification (pure) |
 //! | [`app`] | what one webhook delivery or one queued transfer message does and answers; the [`app::ChunkArchiver`] seam |
 //! | [`wiring`] | builds the app from settings once at start-up: clients, credentials, archivers |
-//! | [`host`] | the front ends: Azure Functions custom handler (warp routes, invocation envelope), AWS Lambda |
+//! | [`host`] | the front ends: Azure Functions custom handler (warp routes, invocation envelope, log lines at the host's severities), AWS Lambda |
 //!
 //! The binaries in `src/bin/` only read settings, build the app and serve it: `handler` (Azure
 //! Functions), `lambda` (AWS Lambda), `archiver` (the operator's check and replay tool).

@@ -1,9 +1,11 @@
 //! The Azure Functions custom handler: the HTTP server the Functions host starts and talks to.
 //!
-//! The host polls `GET /` until any answer arrives (readiness), then forwards each
-//! `RecordingWebhook` request as-is to `/api/RecordingWebhook` (`enableForwardingHttpRequest`,
-//! host.json) with the original query string, which holds the function key: it is never
-//! logged. Function routes are matched without regard to case, as the host routes them.
+//! The host polls `GET /` until any answer arrives (readiness, 30 s at most), then passes each
+//! `RecordingWebhook` request on as-is to `/api/RecordingWebhook` (`enableProxyingHttpRequest`,
+//! or the legacy `enableForwardingHttpRequest` on older hosts, which drops a body sent without
+//! `Content-Length`) with the original query string, which holds the function key: it is never
+//! logged. Function routes are matched without regard to case, as the host routes them. The
+//! host stops this process with SIGKILL, so nothing here relies on a graceful shutdown.
 
 use std::time::Duration;
 
