@@ -19,6 +19,7 @@
 //! | [`acs`] | ACS recording downloads: HMAC signing, SSRF allowlist, resumable streams |
 //! | [`blob`] | Blob REST: SharedKey/SAS/bearer auth, blocks, block lists |
 //! | [`queue`] | Queue REST Put Message, for queue mode (shares the Blob plumbing) |
+//! | [`preflight`] | the start-up storage probe: container and queues usable, else the setting or role to fix |
 //! | [`transfer`] | one chunk from ACS into blocks and a create-only commit: exactly once, resumable, bounded memory |
 //! | [`eventgrid`] | Event Grid and CloudEvents delivery schemas, handshakes, classification (pure) |
 //! | [`app`] | what one webhook delivery or one queued transfer message does and answers; the [`app::ChunkArchiver`] seam |
@@ -41,6 +42,7 @@ pub mod eventgrid;
 pub mod host;
 pub mod identity;
 pub mod json;
+pub mod preflight;
 pub mod queue;
 pub mod recording;
 pub mod redact;

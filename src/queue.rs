@@ -103,6 +103,45 @@ impl QueueClient {
         &self.queue
     }
 
+    /// The same account, credentials and encoding, for `queue` (the trigger's poison queue).
+    pub fn sibling(&self, queue: impl Into<String>) -> QueueClient {
+        let queue = queue.into();
+        QueueClient {
+            storage: self.storage.clone().with_container(queue.clone()),
+            queue,
+            encoding: self.encoding,
+        }
+    }
+
+    /// Whether the queue exists and its messages can be read, by Peek Messages, which changes
+    /// nothing: `Ok(false)` on 404 `QueueNotFound`. Needs what the queue trigger needs to read
+    /// (Storage Queue Data Reader, or a key or SAS with read permission).
+    pub async fn exists(&self) -> Result<bool, QueueError> {
+        let reply = self
+            .storage
+            .send_raw(
+                Operation::PeekMessages,
+                Some("messages"),
+                Method::GET,
+                "peekonly=true&numofmessages=1",
+                None,
+                &[StatusCode::NOT_FOUND],
+            )
+            .await
+            .map_err(|source| self.error(source))?;
+        match (reply.status, reply.error_code.as_deref()) {
+            (StatusCode::NOT_FOUND, Some("QueueNotFound")) => Ok(false),
+            (StatusCode::NOT_FOUND, code) => Err(self.error(BlobError::UnexpectedResponse {
+                operation: Operation::PeekMessages,
+                blob: self.queue.clone(),
+                status: 404,
+                request_id: None,
+                reason: format!("error code {}", code.unwrap_or("-")),
+            })),
+            _ => Ok(true),
+        }
+    }
+
     /// Creates the queue; an existing queue is fine.
     pub async fn create_queue(&self) -> Result<(), QueueError> {
         self.storage

@@ -13,6 +13,7 @@ use crate::config::{
     acs::ACS_CONNECTION_STRING, ArchiveMode, ConfigError, Lookup, Settings, RECORDINGS_STORAGE,
 };
 use crate::identity::{ManagedIdentityTokens, TokenSource};
+use crate::preflight::Probe;
 use crate::queue::QueueClient;
 use crate::retry::RetryPolicy;
 use crate::transfer::{AcsChunkReader, BlobBlockStore, Transfer};
@@ -95,10 +96,36 @@ pub fn build_clients(settings: &Settings, lookup: &impl Lookup) -> Result<Client
     Ok(Clients { acs, blob, queue })
 }
 
+/// What the Functions host needs of the settings beyond what the app needs: it binds
+/// `RecordingTransfer`'s queue trigger to `RECORDINGS_STORAGE` in every `ARCHIVE_MODE`, so that
+/// connection must reach a Queue service in a form the host reads (not a SAS URL).
+pub fn check_functions_host(settings: &Settings) -> Result<(), ConfigError> {
+    match &settings.storage {
+        Some(storage) => storage.require_queue_endpoint().map(drop),
+        // build_clients names the missing setting.
+        None => Ok(()),
+    }
+}
+
+/// The start-up storage probe over `clients` (see [`crate::preflight`]).
+pub fn probe<'a>(settings: &'a Settings, clients: &'a Clients) -> Option<Probe<'a>> {
+    let storage = settings.storage.as_ref()?;
+    Some(Probe {
+        blob: &clients.blob,
+        queue: clients.queue.as_ref(),
+        credential: &storage.credential,
+        setting: storage.source,
+    })
+}
+
 /// Builds the app. Fails, naming the setting, when something the configured mode needs is
 /// missing; `lookup` supplies the platform's managed-identity variables.
 pub fn build_app(settings: &Settings, lookup: &impl Lookup) -> Result<App, ConfigError> {
-    let clients = build_clients(settings, lookup)?;
+    app_from_clients(settings, build_clients(settings, lookup)?)
+}
+
+/// Builds the app over clients already built (the handler also probes storage with them).
+pub fn app_from_clients(settings: &Settings, clients: Clients) -> Result<App, ConfigError> {
     let urls = clients.acs.urls().clone();
     let transfer: Arc<Transfer> = Arc::new(Transfer::new(
         Arc::new(AcsChunkReader::new(clients.acs)),

@@ -48,8 +48,19 @@ async fn check_shows_the_settings_without_secrets_and_probes_storage() {
     let out = run(&env, &["check"], None);
     assert!(out.status.success(), "{}", text(&out));
     let shown = text(&out);
-    assert!(shown.contains("container check   ok"), "{shown}");
-    assert!(shown.contains("queue check       ok"), "{shown}");
+    let queue = &env.iter().find(|(k, _)| k == "TRANSFER_QUEUE").unwrap().1;
+    assert!(shown.contains("queue trigger     can bind"), "{shown}");
+    assert!(shown.contains("storage           container `"), "{shown}");
+    assert!(
+        shown.contains(&format!("storage           queue `{queue}`: ok")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!(
+            "storage           poison queue `{queue}-poison`: ok"
+        )),
+        "{shown}"
+    );
     assert!(
         !shown.contains(archiver_testkit::azurite::ACCOUNT_KEY),
         "{shown}"

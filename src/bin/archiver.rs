@@ -1,7 +1,9 @@
 //! `archiver`: the operator's tool, over the same core as the `handler`.
 //!
-//! * `archiver check`: loads the settings, shows them with secrets hidden, and checks that the
-//!   recordings container and the transfer queue answer.
+//! * `archiver check`: loads the settings, shows them with secrets hidden, checks that the
+//!   Functions host can bind the queue trigger to them, and that the recordings container, the
+//!   transfer queue and its poison queue exist or can be created (naming the role or setting to
+//!   fix when not).
 //! * `archiver replay FILE...`: archives the recordings named in event or job files now:
 //!   dead-lettered Event Grid deliveries, poison-queue messages (JSON or base64), queue jobs.
 //!
@@ -88,22 +90,19 @@ async fn check(settings: &Settings, lookup: &impl recording_archiver::config::Lo
     println!("blob names        {:?}", settings.blob_name_template);
     println!("transfer          {:?}", settings.transfer);
     let mut ok = true;
-    match clients.blob.create_container().await {
-        Ok(outcome) => println!("container check   ok ({outcome:?})"),
+    // The Functions host binds RecordingTransfer's trigger to the same connection.
+    match wiring::check_functions_host(settings) {
+        Ok(()) => println!("queue trigger     can bind to these storage settings"),
         Err(e) => {
             ok = false;
-            println!("container check   FAILED: {e}");
+            println!("queue trigger     FAILED: {e}");
         }
     }
-    match &clients.queue {
-        Some(queue) => match queue.create_queue().await {
-            Ok(()) => println!("queue check       ok"),
-            Err(e) => {
-                ok = false;
-                println!("queue check       FAILED: {e}");
-            }
-        },
-        None => println!("queue check       no queue endpoint in the storage settings"),
+    if let Some(probe) = wiring::probe(settings, &clients) {
+        for finding in probe.run().await {
+            ok &= finding.is_ready();
+            println!("storage           {finding}");
+        }
     }
     // ACS has no harmless request to test a key with; the first download shows it.
     println!("ACS check         not probed (no read-only call exists); downloads will show it");

@@ -44,7 +44,14 @@ async fn run(settings: Settings, port: u16) -> ExitCode {
         Err(e) => return fail(&format!("cannot listen on {addr}: {e}")),
     };
     tracing::info!(%addr, mode = ?settings.archive_mode, container = %settings.container, "handler listening");
-    let app = match wiring::build_app(&settings, &env_lookup) {
+    let clients = match wiring::check_functions_host(&settings)
+        .and_then(|()| wiring::build_clients(&settings, &env_lookup))
+    {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    tokio::spawn(probe_storage(settings.clone(), clients.clone()));
+    let app = match wiring::app_from_clients(&settings, clients) {
         Ok(app) => app,
         Err(e) => return fail(&e),
     };
@@ -58,6 +65,23 @@ async fn run(settings: Settings, port: u16) -> ExitCode {
     .await;
     tracing::info!("handler stopped");
     ExitCode::SUCCESS
+}
+
+/// Probes storage once, beside serving: a role assignment may still be propagating, and a
+/// worker that exits is only restarted by the host while Event Grid backs off, so a setup error
+/// is logged at error severity, naming the setting or role, and the handler keeps answering
+/// (503 for what needs the missing piece, until it is fixed).
+async fn probe_storage(settings: Settings, clients: wiring::Clients) {
+    let Some(probe) = wiring::probe(&settings, &clients) else {
+        return;
+    };
+    for finding in probe.run().await {
+        if finding.is_ready() {
+            tracing::info!("storage check: {finding}");
+        } else {
+            tracing::error!("storage setup error: {finding}");
+        }
+    }
 }
 
 /// One plain line on stderr (the host records it as an Error), and exit status 2.

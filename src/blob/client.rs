@@ -79,6 +79,8 @@ pub enum Operation {
     CreateQueue,
     /// Put Message.
     PutMessage,
+    /// Peek Messages: reads without changing the queue (the start-up probe).
+    PeekMessages,
 }
 
 impl fmt::Display for Operation {
@@ -92,6 +94,7 @@ impl fmt::Display for Operation {
             Operation::PutBlob => "Put Blob",
             Operation::CreateQueue => "Create Queue",
             Operation::PutMessage => "Put Message",
+            Operation::PeekMessages => "Peek Messages",
         })
     }
 }
@@ -501,6 +504,12 @@ impl BlobClient {
     /// Speaks another `x-ms-version` (see [`DEFAULT_API_VERSION`] for the constraints).
     pub fn with_api_version(mut self, version: &'static str) -> Self {
         self.api_version = HeaderValue::from_static(version);
+        self
+    }
+
+    /// The same account, credentials and policies, for another container (or queue).
+    pub(crate) fn with_container(mut self, container: impl Into<String>) -> Self {
+        self.container = container.into();
         self
     }
 

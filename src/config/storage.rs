@@ -5,14 +5,29 @@
 //!    `BlobEndpoint`, `QueueEndpoint`, `EndpointSuffix`, `SharedAccessSignature`, or
 //!    `UseDevelopmentStorage=true` (Azurite on its default ports);
 //! 2. a container SAS URL: `https://acct.blob.core.windows.net/container?sv=...&sig=...`;
-//! 3. identity-based settings under the prefix: `RECORDINGS_STORAGE__blobServiceUri` (or
-//!    `__serviceUri`, or `__accountName`), `__queueServiceUri`, `__credential=managedidentity`,
+//! 3. identity-based settings under the prefix: `RECORDINGS_STORAGE__blobServiceUri` with
+//!    `__queueServiceUri`, or `__accountName` alone; `__credential=managedidentity`,
 //!    `__clientId` for a user-assigned identity. Tokens then come from the managed-identity
 //!    endpoint ([`crate::identity`]).
 //!
 //! An exact `RECORDINGS_STORAGE` (or the Functions fallback `AzureWebJobsRECORDINGS_STORAGE`)
 //! beats the prefix form, as in the Functions host. Errors name the setting and never repeat a
 //! key, a SAS or the value of a setting that may hold one.
+//!
+//! The same connection binds `RecordingTransfer`'s queue trigger in the Functions host, so every
+//! value must mean to us what it means to the host's Storage extension:
+//! - `__serviceUri` is, to the host, an alias of `__queueServiceUri` that "can't be used when
+//!   the overall connection configuration is to be used across blobs, queues" (docs:
+//!   functions-bindings-storage-queue, identity-based connections). Ours is used for both, so
+//!   it is refused, naming the two settings to write instead.
+//! - The extension takes `__accountName` before any `__*ServiceUri`
+//!   (`StorageClientProvider.TryGetServiceUri`), so giving both is refused rather than letting
+//!   the handler and the trigger talk to different endpoints.
+//! - A plain value is read by the host as a connection string
+//!   (`StorageClientProvider.CreateClientFromConnectionString`): a container SAS URL, or a
+//!   connection string without a Queue endpoint, cannot bind the trigger in any
+//!   `ARCHIVE_MODE`. [`StorageSettings::require_queue_endpoint`] says so, and the Functions
+//!   handler checks it at start-up.
 
 use base64::Engine as _;
 use url::Url;
@@ -25,11 +40,12 @@ use super::{
 pub const AZURE_WEBJOBS_RECORDINGS_STORAGE: &str = "AzureWebJobsRECORDINGS_STORAGE";
 /// Identity-based form: the Blob service URL, e.g. `https://acct.blob.core.windows.net`.
 pub const BLOB_SERVICE_URI: &str = "RECORDINGS_STORAGE__blobServiceUri";
-/// Identity-based form: alias of [`BLOB_SERVICE_URI`] (the single-service Functions spelling).
+/// The single-service Functions spelling: the *Queue* service to the host. Refused.
 pub const SERVICE_URI: &str = "RECORDINGS_STORAGE__serviceUri";
-/// Identity-based form: the Queue service URL, needed for `ARCHIVE_MODE=queue`.
+/// Identity-based form: the Queue service URL, for the queue trigger and `ARCHIVE_MODE=queue`.
 pub const QUEUE_SERVICE_URI: &str = "RECORDINGS_STORAGE__queueServiceUri";
 /// Identity-based form: the account name; Blob and Queue URLs are derived in the public cloud.
+/// The host's Storage extension takes it before any service URL.
 pub const ACCOUNT_NAME: &str = "RECORDINGS_STORAGE__accountName";
 /// Identity-based form: `managedidentity` (the only credential supported; also the default).
 pub const CREDENTIAL: &str = "RECORDINGS_STORAGE__credential";
@@ -70,6 +86,19 @@ pub struct StorageSettings {
     pub sas_container: Option<String>,
     /// The setting these values came from, for later error messages.
     pub source: &'static str,
+    /// Which of the three forms the settings took.
+    pub form: StorageForm,
+}
+
+/// The form of the storage settings: it decides what the Functions host can bind to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageForm {
+    /// A connection string (`UseDevelopmentStorage=true` included).
+    ConnectionString,
+    /// A SAS URL: Blob only, and not a connection string to the host.
+    SasUrl,
+    /// The `RECORDINGS_STORAGE__*` identity-based settings.
+    Identity,
 }
 
 /// How storage requests are authorized.
@@ -92,23 +121,34 @@ pub enum StorageCredential {
 }
 
 impl StorageSettings {
-    /// The Queue endpoint, or an error naming what to set (queue mode needs it).
+    /// The Queue endpoint, or an error naming what to set. Queue mode needs it, and so does the
+    /// Functions host in every mode: it binds `RecordingTransfer`'s queue trigger to this same
+    /// connection, reading a plain value as a connection string.
     pub fn require_queue_endpoint(&self) -> Result<&Url, ConfigError> {
         self.queue_endpoint.as_ref().ok_or_else(|| {
-            let hint = if self.source == BLOB_SERVICE_URI {
-                format!("set {QUEUE_SERVICE_URI} as well, or use {ACCOUNT_NAME}")
-            } else {
-                "a container SAS URL only reaches Blob storage; use a connection string with \
-                 QueueEndpoint (or AccountName) instead"
-                    .to_string()
+            if self.source == BLOB_SERVICE_URI {
+                return ConfigError::missing(
+                    QUEUE_SERVICE_URI,
+                    format!(
+                        "the Queue service URL (https://<account>.queue.core.windows.net) next to \
+                         {BLOB_SERVICE_URI}, or {ACCOUNT_NAME} alone: the queue trigger binds to \
+                         this connection"
+                    ),
+                );
+            }
+            let what = match self.form {
+                StorageForm::SasUrl => "holds a SAS URL, which reaches only Blob storage",
+                _ => "is a connection string without a Queue endpoint",
             };
-            ConfigError::missing(
-                if self.source == BLOB_SERVICE_URI {
-                    QUEUE_SERVICE_URI
-                } else {
-                    self.source
-                },
-                hint,
+            ConfigError::malformed(
+                self.source,
+                format!(
+                    "{what}; the Functions host reads this setting as a connection string to bind \
+                     RecordingTransfer's queue trigger, in every ARCHIVE_MODE. Use a connection \
+                     string with AccountName and AccountKey (or BlobEndpoint, QueueEndpoint and an \
+                     account SharedAccessSignature), or the identity-based \
+                     {BLOB_SERVICE_URI} and {QUEUE_SERVICE_URI}"
+                ),
             )
         })
     }
@@ -283,6 +323,7 @@ fn parse_connection_string(
         credential,
         sas_container: None,
         source: setting,
+        form: StorageForm::ConnectionString,
     })
 }
 
@@ -337,43 +378,59 @@ fn parse_sas_url(setting: &'static str, value: &str) -> Result<StorageSettings, 
         credential: StorageCredential::Sas(Secret::new(sas)),
         sas_container: container,
         source: setting,
+        form: StorageForm::SasUrl,
     })
 }
 
 fn load_identity(lookup: &impl Lookup) -> Result<Option<StorageSettings>, ConfigError> {
+    if lookup.get(SERVICE_URI).is_some() {
+        return Err(ConfigError::malformed(
+            SERVICE_URI,
+            format!(
+                "to the Functions host this is the Queue service URL (an alias of \
+                 __queueServiceUri), and it cannot describe a connection used for both Blob and \
+                 Queue, as this one is. Set {BLOB_SERVICE_URI} and {QUEUE_SERVICE_URI} instead \
+                 (or {ACCOUNT_NAME} alone)"
+            ),
+        ));
+    }
     let account = lookup
         .get(ACCOUNT_NAME)
         .map(|a| check_account(ACCOUNT_NAME, &a))
         .transpose()?;
-    let blob = match (lookup.get(BLOB_SERVICE_URI), lookup.get(SERVICE_URI)) {
-        (Some(uri), _) => Some((BLOB_SERVICE_URI, identity_endpoint(BLOB_SERVICE_URI, &uri)?)),
-        (None, Some(uri)) => Some((SERVICE_URI, identity_endpoint(SERVICE_URI, &uri)?)),
-        (None, None) => account
-            .as_ref()
-            .map(|a| {
-                Ok((
-                    ACCOUNT_NAME,
-                    endpoint(
-                        ACCOUNT_NAME,
-                        "the derived URL",
-                        &format!("https://{a}.blob.core.windows.net"),
-                    )?,
-                ))
-            })
-            .transpose()?,
-    };
-    let queue = match lookup.get(QUEUE_SERVICE_URI) {
-        Some(uri) => Some(identity_endpoint(QUEUE_SERVICE_URI, &uri)?),
-        None => account
-            .as_ref()
-            .map(|a| {
+    let blob_uri = lookup.get(BLOB_SERVICE_URI);
+    let queue_uri = lookup.get(QUEUE_SERVICE_URI);
+    let (blob, queue) = match (&account, blob_uri, queue_uri) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err(ConfigError::malformed(
+                ACCOUNT_NAME,
+                format!(
+                    "give either {ACCOUNT_NAME} or the service URLs ({BLOB_SERVICE_URI}, \
+                     {QUEUE_SERVICE_URI}), not both: the Functions host takes {ACCOUNT_NAME} first, \
+                     so the trigger and the handler could reach different services"
+                ),
+            ))
+        }
+        (Some(a), None, None) => {
+            let derived = |service: &str| {
                 endpoint(
                     ACCOUNT_NAME,
                     "the derived URL",
-                    &format!("https://{a}.queue.core.windows.net"),
+                    &format!("https://{a}.{service}.core.windows.net"),
                 )
-            })
-            .transpose()?,
+            };
+            (
+                Some((ACCOUNT_NAME, derived("blob")?)),
+                Some(derived("queue")?),
+            )
+        }
+        (None, blob, queue) => (
+            blob.map(|uri| Ok::<_, ConfigError>((BLOB_SERVICE_URI, identity_endpoint(BLOB_SERVICE_URI, &uri)?)))
+                .transpose()?,
+            queue
+                .map(|uri| identity_endpoint(QUEUE_SERVICE_URI, &uri))
+                .transpose()?,
+        ),
     };
     let credential = lookup.get(CREDENTIAL);
     let client_id = lookup.get(CLIENT_ID);
@@ -419,6 +476,7 @@ fn load_identity(lookup: &impl Lookup) -> Result<Option<StorageSettings>, Config
         credential: StorageCredential::ManagedIdentity { client_id },
         sas_container: None,
         source,
+        form: StorageForm::Identity,
     }))
 }
 
@@ -757,21 +815,7 @@ mod tests {
     }
 
     #[test]
-    fn identity_settings_accept_service_uri_and_account_name() {
-        let s = load(&lookup(&[(
-            SERVICE_URI,
-            "https://acct.blob.core.windows.net",
-        )]))
-        .unwrap()
-        .unwrap();
-        assert_eq!(
-            s.credential,
-            StorageCredential::ManagedIdentity { client_id: None }
-        );
-        assert_eq!(s.queue_endpoint, None);
-        let err = s.require_queue_endpoint().unwrap_err().to_string();
-        assert!(err.contains(SERVICE_URI), "{err}");
-
+    fn account_name_alone_derives_both_endpoints() {
         let s = load(&lookup(&[(ACCOUNT_NAME, "acct")])).unwrap().unwrap();
         assert_eq!(
             endpoints(&s),
@@ -780,15 +824,90 @@ mod tests {
                 Some("https://acct.queue.core.windows.net/")
             )
         );
+        assert_eq!(
+            s.credential,
+            StorageCredential::ManagedIdentity { client_id: None }
+        );
+        assert_eq!(s.form, StorageForm::Identity);
+    }
 
-        let s = load(&lookup(&[(
+    #[test]
+    fn service_uri_is_refused_as_the_hosts_queue_alias() {
+        // To the host's Storage extension `__serviceUri` is the Queue service; we used to take it
+        // as the Blob service, so the handler and the trigger would reach different services.
+        for pairs in [
+            vec![(SERVICE_URI, "https://acct.blob.core.windows.net")],
+            vec![
+                (SERVICE_URI, "https://acct.queue.core.windows.net"),
+                (BLOB_SERVICE_URI, "https://acct.blob.core.windows.net"),
+            ],
+        ] {
+            let err = load(&lookup(&pairs)).unwrap_err().to_string();
+            assert!(err.contains(SERVICE_URI), "{err}");
+            assert!(
+                err.contains(BLOB_SERVICE_URI) && err.contains(QUEUE_SERVICE_URI),
+                "names both settings to use instead: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn account_name_with_service_uris_is_refused() {
+        // The host takes `__accountName` before any `__*ServiceUri`.
+        for other in [BLOB_SERVICE_URI, QUEUE_SERVICE_URI] {
+            let err = load(&lookup(&[
+                (ACCOUNT_NAME, "acct"),
+                (other, "https://other.blob.core.windows.net"),
+            ]))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains(ACCOUNT_NAME) && err.contains("not both"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_the_queue_trigger_cannot_bind_name_the_alternatives() {
+        let blob_only = load(&lookup(&[(
             BLOB_SERVICE_URI,
             "https://acct.blob.core.windows.net",
         )]))
         .unwrap()
         .unwrap();
-        let err = s.require_queue_endpoint().unwrap_err().to_string();
+        let err = blob_only.require_queue_endpoint().unwrap_err().to_string();
         assert!(err.contains(QUEUE_SERVICE_URI), "{err}");
+
+        let sas_url = load_one(
+            "https://acct.blob.core.windows.net/recordings?sv=2021-08-06&sr=c&sp=racwl&sig=c2ln%3D",
+        )
+        .unwrap();
+        assert_eq!(sas_url.form, StorageForm::SasUrl);
+        let err = sas_url.require_queue_endpoint().unwrap_err().to_string();
+        assert!(
+            err.contains("SAS URL") && err.contains("queue trigger"),
+            "{err}"
+        );
+        assert!(
+            err.contains("AccountKey") && err.contains(BLOB_SERVICE_URI),
+            "names the supported forms: {err}"
+        );
+        assert!(!err.contains("c2ln"), "{err}");
+
+        let blob_endpoint_only = load_one(&format!(
+            "AccountName=acct;AccountKey={KEY};BlobEndpoint=https://files.example.com"
+        ))
+        .unwrap();
+        let err = blob_endpoint_only
+            .require_queue_endpoint()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("without a Queue endpoint"), "{err}");
+        assert!(!err.contains(KEY), "{err}");
+
+        let full = load_one(&format!("AccountName=acct;AccountKey={KEY}")).unwrap();
+        assert!(full.require_queue_endpoint().is_ok());
     }
 
     #[test]
