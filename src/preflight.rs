@@ -23,9 +23,6 @@ use crate::blob::{BlobClient, BlobError, CreateOutcome};
 use crate::config::storage::StorageCredential;
 use crate::queue::{QueueClient, QueueError};
 
-/// The suffix the Functions host appends to a trigger's queue name for its poison queue.
-pub const POISON_SUFFIX: &str = "-poison";
-
 /// What one check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
@@ -93,7 +90,7 @@ impl Probe<'_> {
             },
         });
         if let Some(queue) = self.queue {
-            let poison = queue.sibling(format!("{}{POISON_SUFFIX}", queue.queue()));
+            let poison = queue.poison_queue();
             findings.push(self.check_queue(queue, Need::Queue).await);
             findings.push(self.check_queue(&poison, Need::PoisonQueue).await);
         }

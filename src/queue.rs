@@ -103,16 +103,6 @@ impl QueueClient {
         &self.queue
     }
 
-    /// The same account, credentials and encoding, for `queue` (the trigger's poison queue).
-    pub fn sibling(&self, queue: impl Into<String>) -> QueueClient {
-        let queue = queue.into();
-        QueueClient {
-            storage: self.storage.clone().with_container(queue.clone()),
-            queue,
-            encoding: self.encoding,
-        }
-    }
-
     /// Whether the queue exists and its messages can be read, by Peek Messages, which changes
     /// nothing: `Ok(false)` on 404 `QueueNotFound`. Needs what the queue trigger needs to read
     /// (Storage Queue Data Reader, or a key or SAS with read permission).

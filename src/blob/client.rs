@@ -507,12 +507,6 @@ impl BlobClient {
         self
     }
 
-    /// The same account, credentials and policies, for another container (or queue).
-    pub(crate) fn with_container(mut self, container: impl Into<String>) -> Self {
-        self.container = container.into();
-        self
-    }
-
     /// The container this client writes to.
     pub fn container(&self) -> &str {
         &self.container
