@@ -317,22 +317,12 @@ async fn start_host(settings: Vec<(String, String)>) -> FunctionsHost {
 
 /// Delivers `events` as Event Grid does: again after a 5xx, until it is accepted. Returns how
 /// many chunks the webhook enqueued.
-async fn deliver(host: &FunctionsHost, events: Value) -> u64 {
+async fn deliver_until_accepted(host: &FunctionsHost, events: Value) -> u64 {
     for _ in 0..20 {
-        let r = http()
-            .post(host.url("/api/RecordingWebhook?code=function-key"))
-            .header("Content-Type", "application/json")
-            .header("aeg-event-type", "Notification")
-            .body(events.to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let body: Value = r.json().await.unwrap_or(Value::Null);
-        match status {
-            200 => return body["chunks"]["enqueued"].as_u64().unwrap(),
-            500..=599 => tokio::time::sleep(Duration::from_millis(200)).await,
-            _ => panic!("delivery answered {status}: {body}"),
+        match deliver(host, events.clone()).await {
+            (200, body) => return body["chunks"]["enqueued"].as_u64().unwrap(),
+            (500..=599, _) => tokio::time::sleep(Duration::from_millis(200)).await,
+            (status, body) => panic!("delivery answered {status}: {body}"),
         }
     }
     panic!("the webhook kept answering 5xx")
@@ -358,7 +348,7 @@ async fn deliver_all(plan: &Plan, emu: &AcsEmulator, hosts: &[FunctionsHost], se
         let delay = Duration::from_millis(rng.u64(0..600));
         sends.push(async move {
             tokio::time::sleep(delay).await;
-            deliver(host, Value::Array(batch)).await
+            deliver_until_accepted(host, Value::Array(batch)).await
         });
     }
     futures_util::future::join_all(sends)

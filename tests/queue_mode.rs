@@ -38,18 +38,6 @@ async fn host_at(root: &Path, env: Vec<(String, String)>) -> FunctionsHost {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-async fn deliver(host: &FunctionsHost, events: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(host.url("/api/RecordingWebhook?code=function-key"))
-        .header("Content-Type", "application/json")
-        .header("aeg-event-type", "Notification")
-        .body(events.to_string())
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
-}
-
 fn container(env: &[(String, String)]) -> String {
     env.iter()
         .find(|(k, _)| k == "RECORDINGS_CONTAINER")

@@ -115,6 +115,20 @@ pub fn ga_event(
     )
 }
 
+/// Posts `events` to the webhook behind a Functions host as Event Grid delivers them (function
+/// key in `code`); returns the status and the JSON answer (`null` if it is not JSON).
+pub async fn deliver(host: &archiver_testkit::host::FunctionsHost, events: Value) -> (u16, Value) {
+    let r = http()
+        .post(host.url("/api/RecordingWebhook?code=function-key"))
+        .header("Content-Type", "application/json")
+        .header("aeg-event-type", "Notification")
+        .body(events.to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
 /// A blob as the Blob service lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedBlob {
