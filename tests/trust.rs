@@ -32,6 +32,14 @@ async fn handler(env: &[(String, String)]) -> HandlerProcess {
         .unwrap()
 }
 
+/// A handler that archives inline and deletes from ACS after the archive, and its settings.
+async fn inline_deleting_handler(emu: &AcsEmulator) -> (HandlerProcess, Vec<(String, String)>) {
+    let mut env = handler_env(Some(emu));
+    set(&mut env, "ARCHIVE_MODE", "inline");
+    set(&mut env, "DELETE_AFTER_ARCHIVE", "true");
+    (handler(&env).await, env)
+}
+
 async fn post(h: &HandlerProcess, events: Value) -> (u16, Value) {
     let r = h
         .forward(reqwest::Method::POST, "RecordingWebhook")
@@ -80,10 +88,7 @@ async fn signed_requests_go_only_to_recording_objects() {
     for doc in docs.iter().chain([&victim]) {
         emu.add_recording(doc, 10 * KIB, 1, RecordingFormat::Mp4);
     }
-    let mut env = handler_env(Some(&emu));
-    set(&mut env, "ARCHIVE_MODE", "inline");
-    set(&mut env, "DELETE_AFTER_ARCHIVE", "true");
-    let h = handler(&env).await;
+    let (h, _) = inline_deleting_handler(&emu).await;
     let acs = emu.acs_endpoint();
     let identity = format!("{acs}identities/8:acs:victim?api-version=2023-10-01");
 
@@ -190,10 +195,7 @@ async fn a_chunk_counts_as_archived_only_from_its_own_source() {
     let (real, victim) = ("0-wus-t3-real", "0-wus-t3-victim");
     emu.add_recording(real, 40 * KIB, 3, RecordingFormat::Mp4);
     emu.add_recording(victim, 50 * KIB, 4, RecordingFormat::Mp4);
-    let mut env = handler_env(Some(&emu));
-    set(&mut env, "ARCHIVE_MODE", "inline");
-    set(&mut env, "DELETE_AFTER_ARCHIVE", "true");
-    let h = handler(&env).await;
+    let (h, env) = inline_deleting_handler(&emu).await;
 
     let (status, body) = post(
         &h,
@@ -252,10 +254,7 @@ async fn only_a_delete_that_acs_accepted_is_logged_as_deleted() {
         refused,
         vec![Fault::IgnoreRange, Fault::IgnoreRange, Fault::status(403)],
     );
-    let mut env = handler_env(Some(&emu));
-    set(&mut env, "ARCHIVE_MODE", "inline");
-    set(&mut env, "DELETE_AFTER_ARCHIVE", "true");
-    let h = handler(&env).await;
+    let (h, _) = inline_deleting_handler(&emu).await;
 
     let (status, body) = post(
         &h,
