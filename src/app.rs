@@ -849,6 +849,51 @@ mod tests {
         assert_eq!(parse_transfer_message(other).unwrap(), vec![]);
     }
 
+    fn recording_of(chunks: usize) -> Vec<ChunkJob> {
+        let chunks: Vec<Value> = (0..chunks)
+            .map(|i| {
+                let base =
+                    format!("https://us-storage.asm.skype.com/v1/objects/0-wus-d10-{i:032x}");
+                json!({"documentId": format!("0-wus-d10-{i:032x}"), "index": i,
+                    "contentLocation": format!("{base}/content/video"),
+                    "deleteLocation": format!("{base}/content/deletedata")})
+            })
+            .collect();
+        let event = json!({"id": "e", "eventType": recording::RECORDING_EVENT_TYPE,
+            "data": {"recordingStorageInfo": {"recordingChunks": chunks}, "recordingFormatType": "Mp4"}});
+        parse_transfer_message(&event.to_string()).unwrap()
+    }
+
+    #[test]
+    fn job_messages_keep_the_sibling_list_only_while_it_fits_in_a_queue_message() {
+        let queue = QueueClient::new(
+            reqwest::Client::new(),
+            url::Url::parse("http://127.0.0.1:1/devstoreaccount1").unwrap(),
+            "q",
+            crate::blob::StorageAuth::Sas(crate::config::Secret::new(String::new())),
+        );
+        let small = recording_of(3);
+        let text = queue_message(&queue, &small[1]).unwrap();
+        let read = parse_transfer_message(&text).unwrap();
+        assert_eq!(
+            read[0].siblings.len(),
+            3,
+            "a recording of 3 chunks can be deleted"
+        );
+
+        let large = recording_of(recording::MAX_CHUNKS_PER_EVENT);
+        let full = serde_json::to_string(&large[0]).unwrap();
+        assert!(!queue.fits(&full), "{} bytes", full.len());
+        let text = queue_message(&queue, &large[0]).unwrap();
+        assert!(queue.fits(&text));
+        let read = parse_transfer_message(&text).unwrap();
+        assert!(
+            read[0].siblings.is_empty(),
+            "archived, left to ACS retention"
+        );
+        assert_eq!(read[0].document_id, large[0].document_id);
+    }
+
     #[test]
     fn unusable_transfer_messages_say_why() {
         assert!(parse_transfer_message("not json")

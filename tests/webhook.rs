@@ -485,3 +485,63 @@ async fn enqueue_failure_answers_503_so_event_grid_retries() {
     .await;
     assert_eq!(status, 200);
 }
+
+/// What can never be fetched or enqueued is refused at once with its reason (400 when nothing
+/// else came), never enqueued to fail in the transfer, never answered 5xx: a contentLocation
+/// too long to be a URI, and an event listing more chunks than a recording can have.
+#[tokio::test]
+async fn events_that_can_never_be_archived_are_refused_with_400_not_5xx() {
+    let env = handler_env(None);
+    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
+        .await
+        .unwrap();
+    let mut event: Value =
+        serde_json::from_str::<Vec<Value>>(&fixture("recording_ga_three_chunks.json")).unwrap()[0]
+            .clone();
+    let chunks = event["data"]["recordingStorageInfo"]["recordingChunks"].clone();
+    let mut long_url = event.clone();
+    long_url["data"]["recordingStorageInfo"]["recordingChunks"] = json!([{
+        "documentId": "0-wus-d10-long",
+        "index": 0,
+        "contentLocation": format!("https://us-storage.asm.skype.com/v1/objects/0-wus-d10-long/content/video?{}", "a".repeat(3000)),
+    }]);
+    let (status, body) = post(
+        &h,
+        "application/json",
+        "Notification",
+        json!([long_url]).to_string(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let reason = body["rejected"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("contentLocation") && reason.contains("can never be fetched"),
+        "{body}"
+    );
+
+    let many: Vec<Value> = (0..1001)
+        .map(|i| {
+            let mut c = chunks[0].clone();
+            c["documentId"] = json!(format!("0-wus-d10-{i:04}"));
+            c["index"] = json!(i);
+            c
+        })
+        .collect();
+    event["data"]["recordingStorageInfo"]["recordingChunks"] = json!(many);
+    let (status, body) = post(
+        &h,
+        "application/json",
+        "Notification",
+        json!([event]).to_string(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let reason = body["rejected"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("more than 1000 chunks"), "{body}");
+    assert!(
+        support::peek_queue(support::setting(&env, "TRANSFER_QUEUE"))
+            .await
+            .is_empty(),
+        "nothing was enqueued"
+    );
+}

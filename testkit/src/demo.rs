@@ -663,6 +663,19 @@ async fn wait_for_archive(
             );
         }
         shown = invocations.len();
+        // A job that can never succeed is moved by the handler itself, at once.
+        let moved = invocations.iter().filter(|i| is_transfer(i)).find_map(|i| {
+            let queue = i.logs.iter().find_map(|l| l.strip_prefix("moved to "))?;
+            let why = i.logs.iter().find(|l| l.starts_with("permanent:"));
+            Some((queue, why.map_or("", String::as_str)))
+        });
+        if let Some((queue, why)) = moved {
+            print_log_tail(host);
+            return Err(DemoError::NotArchived(format!(
+                "the handler moved a transfer job that can never succeed to `{queue}`: {}",
+                failure_summary(why, 400)
+            )));
+        }
         if let Some(p) = host.poison_moves().first() {
             print_log_tail(host);
             return Err(DemoError::NotArchived(format!(

@@ -12,7 +12,7 @@
 //! | [`queue`] | nothing: a small Queue REST client with its own SharedKey signer, used by the host emulator and tests |
 //! | [`proxy`] | a flaky network or a busy Storage service: forwards to a target, counts requests by operation, injects 503s |
 //! | [`sink`] | a Blob service with unlimited bandwidth, for benchmarks: accepts blocks and throws the bytes away |
-//! | [`procstat`] | nothing: reads a process's CPU time and peak RSS, and the machine's busy cores, from `/proc` (demo, benchmarks); runs a child and reports its peak RSS (memory tests) |
+//! | [`procstat`] | nothing: reads a process's CPU time and peak RSS, and the machine's busy cores, from `/proc` (demo, benchmarks) |
 //! | [`demo`] | Event Grid and a user, for `scripts/demo`: runs all of the above around the real handler and checks the archive |
 
 pub mod acs;
