@@ -815,6 +815,30 @@ async fn in_flight_invocations_are_bounded_by_batch_size_plus_new_batch_threshol
 
 /// The repo's app on the real handler, with `extra` settings added.
 async fn repo_app(extra: &[(&str, &str)]) -> FunctionsHost {
+    repo_app_at(&repo_root(), extra).await
+}
+
+/// A copy of the repo's app whose host.json `edit` changes.
+fn repo_app_copy(edit: impl FnOnce(&mut Value)) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host_json: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join("host.json")).unwrap())
+            .unwrap();
+    edit(&mut host_json);
+    std::fs::write(dir.path().join("host.json"), host_json.to_string()).unwrap();
+    for function in ["RecordingWebhook", "RecordingTransfer"] {
+        std::fs::create_dir(dir.path().join(function)).unwrap();
+        std::fs::copy(
+            repo_root().join(function).join("function.json"),
+            dir.path().join(function).join("function.json"),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+/// The app at `root` on the real handler, with `extra` settings added.
+async fn repo_app_at(root: &Path, extra: &[(&str, &str)]) -> FunctionsHost {
     let azurite = azurite();
     let mut settings = vec![
         ("TRANSFER_QUEUE".to_string(), unique_queue("transfers")),
@@ -834,7 +858,7 @@ async fn repo_app(extra: &[(&str, &str)]) -> FunctionsHost {
         ("RUST_LOG".to_string(), "info".to_string()),
     ];
     settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    FunctionsHost::start(&repo_root(), Path::new(HANDLER), &settings)
+    FunctionsHost::start(root, Path::new(HANDLER), &settings)
         .await
         .unwrap()
 }
@@ -929,6 +953,35 @@ async fn json_log_lines_carry_span_fields_as_keys_and_keep_their_severity() {
         "{answered}"
     );
     assert!(answered["status"].is_u64(), "{answered}");
+    host.stop().await;
+}
+
+/// Under the legacy forwarding a chunked delivery reaches the handler empty: it is refused
+/// with the reason (send Content-Length), never read as "no events".
+#[tokio::test]
+async fn under_legacy_forwarding_a_chunked_delivery_is_refused_naming_content_length() {
+    let app = repo_app_copy(|host_json| {
+        host_json["customHandler"]
+            .as_object_mut()
+            .unwrap()
+            .remove("enableProxyingHttpRequest");
+    });
+    let host = repo_app_at(app.path(), &[]).await;
+    let body = std::fs::read_to_string(repo_root().join("tests/data/recording_ga.json")).unwrap();
+    let chunks: Vec<Result<String, std::io::Error>> = vec![Ok(body)];
+    let r = reqwest::Client::new()
+        .post(host.url("/api/RecordingWebhook?code=functionkey"))
+        .header("Content-Type", "application/json")
+        .header("aeg-event-type", "Notification")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let answer = r.text().await.unwrap();
+    assert!(answer.contains("Content-Length"), "{answer}");
     host.stop().await;
 }
 
