@@ -83,34 +83,41 @@ impl CallIds {
     pub fn from_subject(subject: Option<&str>) -> CallIds {
         let mut ids = CallIds::default();
         let Some(subject) = subject else { return ids };
-        let parts: Vec<&str> = subject.split('/').collect();
         let key_of = |part: &str| {
             ["call", "serverCallId", "recordingId"]
                 .iter()
                 .position(|k| part.eq_ignore_ascii_case(k))
         };
-        let mut i = 0;
-        while i < parts.len() {
-            let Some(key) = key_of(parts[i]) else {
-                i += 1;
-                continue;
-            };
-            let end = (i + 1..parts.len())
-                .find(|&j| key_of(parts[j]).is_some())
-                .unwrap_or(parts.len());
-            let value = parts[i + 1..end].join("/");
-            let value = value.trim_matches('/');
-            let slot = match key {
-                0 => &mut ids.call_id,
-                1 => &mut ids.server_call_id,
-                _ => &mut ids.recording_id,
-            };
-            if slot.is_none() && !value.is_empty() && value.len() <= MAX_SUBJECT_ID {
-                *slot = Some(value.to_string());
+        // Read in one pass over the subject, holding only the key being read and where its
+        // value starts: a subject of a million `/` costs nothing more than a short one.
+        let mut open: Option<(usize, usize)> = None;
+        let mut start: usize = 0;
+        for part in subject.split('/') {
+            if let Some(key) = key_of(part) {
+                if let Some((key, from)) = open.take() {
+                    ids.fill(key, &subject[from..start.saturating_sub(1).max(from)]);
+                }
+                open = Some((key, (start + part.len() + 1).min(subject.len())));
             }
-            i = end;
+            start += part.len() + 1;
+        }
+        if let Some((key, from)) = open {
+            ids.fill(key, &subject[from..]);
         }
         ids
+    }
+
+    /// Sets the id `key` names to `value`, unless it is already set, empty or too long.
+    fn fill(&mut self, key: usize, value: &str) {
+        let value = value.trim_matches('/');
+        let slot = match key {
+            0 => &mut self.call_id,
+            1 => &mut self.server_call_id,
+            _ => &mut self.recording_id,
+        };
+        if slot.is_none() && !value.is_empty() && value.len() <= MAX_SUBJECT_ID {
+            *slot = Some(value.to_string());
+        }
     }
 
     fn all(&self) -> impl Iterator<Item = &str> {
