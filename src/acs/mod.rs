@@ -4,7 +4,7 @@
 //! | file | job |
 //! |---|---|
 //! | [`sign`] | the HMAC-SHA256 string-to-sign and headers (pure) |
-//! | [`allowlist`] | which URLs may receive a signed request (pure) |
+//! | [`allowlist`] | which URLs may receive a signed request: allowed hosts, recording-object paths, the object each names (pure) |
 //! | `download.rs` | `Content-Range` arithmetic (pure) and the resuming stream |
 //! | `redact.rs` | error-body snippets without credentials (pure) |
 //! | this file | [`AcsClient`]: one signed request, retries, metadata, delete; [`AcsError`] |
