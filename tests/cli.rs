@@ -76,6 +76,34 @@ async fn check_shows_the_settings_without_secrets_and_probes_storage() {
 }
 
 #[tokio::test]
+async fn check_fails_naming_the_setting_when_storage_refuses_the_key() {
+    let mut env = handler_env(None);
+    let wrong_key = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXk=";
+    set(
+        &mut env,
+        "RECORDINGS_STORAGE",
+        &format!(
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={wrong_key};\
+             BlobEndpoint={};QueueEndpoint={};",
+            azurite().blob_endpoint(),
+            azurite().queue_endpoint()
+        ),
+    );
+    let out = run(&env, &["check"], None);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    for subject in ["container `", "queue `", "poison queue `"] {
+        assert!(
+            shown.lines().any(|l| l.contains(subject)
+                && l.contains("FAILED")
+                && l.contains("key in RECORDINGS_STORAGE")),
+            "{subject}: {shown}"
+        );
+    }
+    assert!(!shown.contains(wrong_key), "{shown}");
+}
+
+#[tokio::test]
 async fn replay_archives_a_dead_lettered_delivery_once() {
     let emu = AcsEmulator::start(AcsEmulatorConfig::default())
         .await
