@@ -154,7 +154,7 @@ pub use process::{
 };
 pub use worker::WorkerInfo;
 
-pub(crate) use process::capture_output;
+pub(crate) use process::{capture_output, wait_exit};
 
 use crate::queue::QueueClient;
 use front::{FrontEnd, HttpRoute};
