@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use archiver_testkit::acs::{AcsEmulator, AcsEmulatorConfig, RecordingFormat, Verdict};
@@ -67,9 +66,7 @@ async fn a_three_chunk_recording_lands_byte_exact_with_names_types_and_records()
     set(&mut env, "ARCHIVE_MODE", "inline");
     set(&mut env, "TRANSFER_BLOCK_BYTES", "1048576");
     set(&mut env, "TRANSFER_CONTENT_MD5", "true");
-    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
-        .await
-        .unwrap();
+    let h = start_handler(&env).await;
     let (status, body) = post_event(&h, &ga_event(&emu, "evt-3", "call-3", &docs, "Mp4")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["chunks"]["archived"], 3, "{body}");
@@ -101,9 +98,7 @@ async fn both_published_delete_url_forms_free_the_recording_named_by_recording_i
         "BLOB_NAME_TEMPLATE",
         "{recordingId}/{index}-{documentId}.{ext}",
     );
-    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
-        .await
-        .unwrap();
+    let h = start_handler(&env).await;
     let mut event = ga_event(&emu, "evt-forms", "call-forms", &docs, "Mp4");
     let bare = emu
         .delete_url(docs[0])
@@ -143,9 +138,7 @@ async fn duplicate_deliveries_leave_one_blob_per_chunk() {
     }
     let mut env = handler_env(Some(&emu));
     set(&mut env, "ARCHIVE_MODE", "inline");
-    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
-        .await
-        .unwrap();
+    let h = start_handler(&env).await;
     let event = ga_event(&emu, "evt-dup", "call-dup", &docs, "Mp4");
     for i in 0..20 {
         let (status, body) = post_event(&h, &event).await;
@@ -172,9 +165,7 @@ async fn concurrent_first_deliveries_race_to_one_blob_without_error() {
     let mut env = handler_env(Some(&emu));
     set(&mut env, "ARCHIVE_MODE", "inline");
     set(&mut env, "TRANSFER_BLOCK_BYTES", "262144");
-    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
-        .await
-        .unwrap();
+    let h = start_handler(&env).await;
     let event = ga_event(&emu, "evt-race", "call-race", &docs, "Mp4");
     let answers = futures_util::future::join_all((0..5).map(|_| post_event(&h, &event))).await;
     for (status, body) in &answers {
@@ -191,9 +182,7 @@ async fn a_transfer_killed_midway_resumes_without_resending_staged_blocks() {
     let (proxy, env) = slow_transfer_setup(&emu, doc, total).await;
     let message = ga_event(&emu, "evt-kill", "call-kill", &[doc], "Mp4").to_string();
 
-    let mut first = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
-        .await
-        .unwrap();
+    let mut first = start_handler(&env).await;
     let call = {
         let (client, url) = (first.client().clone(), first.url("/RecordingTransfer"));
         let envelope = json!({"Data": {"job": serde_json::to_string(&message).unwrap()}, "Metadata": {"DequeueCount": 1}});
@@ -219,9 +208,7 @@ async fn a_transfer_killed_midway_resumes_without_resending_staged_blocks() {
         "nothing was committed"
     );
 
-    let second = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
-        .await
-        .unwrap();
+    let second = start_handler(&env).await;
     let (status, body) = invoke_transfer(&second, &message).await.unwrap();
     assert_eq!(status, 200, "{body}");
     let container = container_of(&env);
@@ -266,9 +253,7 @@ async fn a_blob_service_503_is_retried_and_the_archive_completes() {
     let storage = storage_at(&proxy.endpoint(), &azurite().queue_endpoint());
     set(&mut env, "RECORDINGS_STORAGE", &storage);
     set(&mut env, "ARCHIVE_MODE", "inline");
-    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
-        .await
-        .unwrap();
+    let h = start_handler(&env).await;
     let (status, body) =
         post_event(&h, &ga_event(&emu, "evt-503", "call-503", &[doc], "Mp4")).await;
     assert_eq!(status, 200, "{body}");
@@ -282,9 +267,7 @@ async fn a_refused_url_is_permanent_and_nothing_is_sent() {
     let emu = emulator().await;
     let mut env = handler_env(Some(&emu));
     set(&mut env, "ARCHIVE_MODE", "inline");
-    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
-        .await
-        .unwrap();
+    let h = start_handler(&env).await;
     let mut event = ga_event(&emu, "evt-ssrf", "call-ssrf", &["0-wus-d6-evil"], "Mp4");
     let chunk = &mut event["data"]["recordingStorageInfo"]["recordingChunks"][0];
     chunk["contentLocation"] = json!("https://169.254.169.254/metadata/identity/oauth2/token");
@@ -306,9 +289,7 @@ async fn a_refused_url_is_permanent_and_nothing_is_sent() {
 async fn a_transfer_message_that_can_never_work_goes_to_the_poison_queue_at_once() {
     let emu = emulator().await;
     let env = handler_env(Some(&emu));
-    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
-        .await
-        .unwrap();
+    let h = start_handler(&env).await;
     let message = fixture("recording_missing_document_id.json");
     let (status, body) = invoke_transfer(&h, &message).await.unwrap();
     assert_eq!(
@@ -334,9 +315,7 @@ async fn queued_jobs_are_checked_like_webhook_events_before_any_download() {
     let emu = emulator().await;
     emu.add_recording("doc-ok", 1024, 1, RecordingFormat::Mp4);
     let env = handler_env(Some(&emu));
-    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
-        .await
-        .unwrap();
+    let h = start_handler(&env).await;
     let event = ga_event(&emu, "evt-q", "call-q", &["doc-ok"], "mp4");
     let jobs = serde_json::to_value(
         recording_archiver::app::parse_transfer_message(&json!([event]).to_string()).unwrap(),

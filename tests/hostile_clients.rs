@@ -3,24 +3,13 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use archiver_testkit::host::HandlerProcess;
 use serde_json::{json, Value};
-use support::{handler_env, pairs, set, HANDLER};
+use support::handler_with;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-async fn handler_with(extra: &[(&str, &str)]) -> HandlerProcess {
-    let mut env = handler_env(None);
-    for (k, v) in extra {
-        set(&mut env, k, v);
-    }
-    HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
-        .await
-        .unwrap()
-}
 
 /// No log line may be longer than this, whatever the request held.
 const MAX_LINE_BYTES: usize = 4096;

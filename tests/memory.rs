@@ -6,14 +6,11 @@
 
 mod support;
 
-use std::path::Path;
-
-use archiver_testkit::host::HandlerProcess;
 use archiver_testkit::procstat;
 use recording_archiver::config::DEFAULT_MAX_BODY_BYTES;
 use recording_archiver::recording::MAX_CHUNKS_PER_EVENT;
 use serde_json::{json, Value};
-use support::{handler_env, pairs, peek_queue, setting, HANDLER};
+use support::{handler_env, peek_queue, setting, start_handler};
 
 const ARCHIVER: &str = env!("CARGO_BIN_EXE_archiver");
 
@@ -82,9 +79,7 @@ fn event_of(n: usize, host: &str) -> String {
 async fn deliver(body: String) -> (u16, Value, u64, Vec<(String, String)>) {
     assert!(body.len() <= DEFAULT_MAX_BODY_BYTES, "{} bytes", body.len());
     let env = handler_env(None);
-    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
-        .await
-        .unwrap();
+    let h = start_handler(&env).await;
     let r = h
         .forward(reqwest::Method::POST, "RecordingWebhook")
         .header("Content-Type", "application/json")

@@ -49,9 +49,7 @@ async fn a_sas_url_the_queue_trigger_cannot_bind_is_refused_in_every_mode() {
 #[tokio::test]
 async fn start_up_creates_a_missing_container_queue_and_poison_queue() {
     let env = handler_env(None);
-    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
-        .await
-        .unwrap();
+    let h = start_handler(&env).await;
     let queue = value(&env, "TRANSFER_QUEUE");
     let expected = [
         format!(
@@ -80,9 +78,7 @@ async fn a_refused_key_is_logged_at_error_naming_the_setting_and_the_handler_kee
         azurite().queue_endpoint()
     );
     set(&mut env, "RECORDINGS_STORAGE", &storage);
-    let mut h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
-        .await
-        .unwrap();
+    let mut h = start_handler(&env).await;
     let subjects = ["container `", "queue `", "poison queue `"];
     wait_until(WAIT, "an error line for each probed resource", || {
         let out = h.output();

@@ -26,18 +26,12 @@ fn setting(env: &[(String, String)], name: &str) -> String {
     env.iter().find(|(k, _)| k == name).unwrap().1.clone()
 }
 
-async fn handler(env: &[(String, String)]) -> HandlerProcess {
-    HandlerProcess::start(Path::new(HANDLER), &pairs(env))
-        .await
-        .unwrap()
-}
-
 /// A handler that archives inline and deletes from ACS after the archive, and its settings.
 async fn inline_deleting_handler(emu: &AcsEmulator) -> (HandlerProcess, Vec<(String, String)>) {
     let mut env = handler_env(Some(emu));
     set(&mut env, "ARCHIVE_MODE", "inline");
     set(&mut env, "DELETE_AFTER_ARCHIVE", "true");
-    (handler(&env).await, env)
+    (start_handler(&env).await, env)
 }
 
 async fn post(h: &HandlerProcess, events: Value) -> (u16, Value) {
@@ -146,7 +140,7 @@ async fn the_queue_mode_webhook_refuses_what_the_transfer_would_refuse() {
     let emu = emulator().await;
     let env = handler_env(Some(&emu));
     let queue = setting(&env, "TRANSFER_QUEUE");
-    let h = handler(&env).await;
+    let h = start_handler(&env).await;
     let bad = [
         "http://169.254.169.254/metadata/identity/oauth2/token",
         "file:///etc/passwd",

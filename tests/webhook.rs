@@ -10,23 +10,13 @@ use std::time::Duration;
 use archiver_testkit::host::HandlerProcess;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::{fixture, handler_env, pairs, set, HANDLER};
+use support::{fixture, handler_env, handler_with, start_handler, HANDLER};
 
 const ACCOUNT_KEY: &str = archiver_testkit::azurite::ACCOUNT_KEY;
 
 /// The handler in its default queue mode, enqueueing into Azurite.
 async fn handler() -> HandlerProcess {
     handler_with(&[]).await
-}
-
-async fn handler_with(extra: &[(&str, &str)]) -> HandlerProcess {
-    let mut env = handler_env(None);
-    for (k, v) in extra {
-        set(&mut env, k, v);
-    }
-    HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
-        .await
-        .unwrap()
 }
 
 async fn post(
@@ -492,9 +482,7 @@ async fn enqueue_failure_answers_503_so_event_grid_retries() {
 #[tokio::test]
 async fn events_that_can_never_be_archived_are_refused_with_400_not_5xx() {
     let env = handler_env(None);
-    let h = HandlerProcess::start(Path::new(HANDLER), &pairs(&env))
-        .await
-        .unwrap();
+    let h = start_handler(&env).await;
     let mut event: Value =
         serde_json::from_str::<Vec<Value>>(&fixture("recording_ga_three_chunks.json")).unwrap()[0]
             .clone();

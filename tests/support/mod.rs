@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use archiver_testkit::acs::AcsEmulator;
 use archiver_testkit::azurite::Azurite;
+use archiver_testkit::host::HandlerProcess;
 use serde_json::Value;
 
 /// The handler binary built for this test run.
@@ -83,6 +84,22 @@ pub fn set(env: &mut Vec<(String, String)>, name: &str, value: &str) {
 /// `env` as the `&[(&str, &str)]` the launchers take.
 pub fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// The handler binary started with `env`, once it answers.
+pub async fn start_handler(env: &[(String, String)]) -> HandlerProcess {
+    HandlerProcess::start(Path::new(HANDLER), &pairs(env))
+        .await
+        .unwrap()
+}
+
+/// The handler in its default queue mode against Azurite, with `extra` settings on top.
+pub async fn handler_with(extra: &[(&str, &str)]) -> HandlerProcess {
+    let mut env = handler_env(None);
+    for (k, v) in extra {
+        set(&mut env, k, v);
+    }
+    start_handler(&env).await
 }
 
 /// A fixture from `tests/data/`.
