@@ -20,24 +20,8 @@ async fn emulator() -> AcsEmulator {
         .unwrap()
 }
 
-fn container_of(env: &[(String, String)]) -> String {
-    env.iter()
-        .find(|(k, _)| k == "RECORDINGS_CONTAINER")
-        .unwrap()
-        .1
-        .clone()
-}
-
 async fn post_event(h: &HandlerProcess, event: &Value) -> (u16, Value) {
-    let r = h
-        .forward(reqwest::Method::POST, "RecordingWebhook")
-        .header("Content-Type", "application/json")
-        .header("aeg-event-type", "Notification")
-        .body(json!([event]).to_string())
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
+    post_delivery(h, json!([event]).to_string()).await
 }
 
 /// `RecordingTransfer` invoked as the host does, with the message JSON-encoded twice.
@@ -70,7 +54,7 @@ async fn a_three_chunk_recording_lands_byte_exact_with_names_types_and_records()
     let (status, body) = post_event(&h, &ga_event(&emu, "evt-3", "call-3", &docs, "Mp4")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["chunks"]["archived"], 3, "{body}");
-    assert_archived(&emu, &container_of(&env), "call-3", &docs).await;
+    assert_archived(&emu, setting(&env, "RECORDINGS_CONTAINER"), "call-3", &docs).await;
     let requests = emu.requests();
     assert!(!requests.is_empty());
     assert!(
@@ -117,7 +101,7 @@ async fn both_published_delete_url_forms_free_the_recording_named_by_recording_i
     }
     let record: Value = serde_json::from_slice(
         &read_blob(
-            &container_of(&env),
+            setting(&env, "RECORDINGS_CONTAINER"),
             &format!("recording-call-forms/000-{}.mp4.json", docs[0]),
         )
         .await,
@@ -154,7 +138,13 @@ async fn duplicate_deliveries_leave_one_blob_per_chunk() {
     for (status, body) in concurrent {
         assert_eq!(status, 200, "{body}");
     }
-    assert_archived(&emu, &container_of(&env), "call-dup", &docs).await;
+    assert_archived(
+        &emu,
+        setting(&env, "RECORDINGS_CONTAINER"),
+        "call-dup",
+        &docs,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -171,7 +161,13 @@ async fn concurrent_first_deliveries_race_to_one_blob_without_error() {
     for (status, body) in &answers {
         assert_eq!(*status, 200, "{body}");
     }
-    assert_archived(&emu, &container_of(&env), "call-race", &docs).await;
+    assert_archived(
+        &emu,
+        setting(&env, "RECORDINGS_CONTAINER"),
+        "call-race",
+        &docs,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -211,10 +207,10 @@ async fn a_transfer_killed_midway_resumes_without_resending_staged_blocks() {
     let second = start_handler(&env).await;
     let (status, body) = invoke_transfer(&second, &message).await.unwrap();
     assert_eq!(status, 200, "{body}");
-    let container = container_of(&env);
+    let container = setting(&env, "RECORDINGS_CONTAINER");
     let name = format!("2026/11/24/call-kill/000-{doc}.mp4");
     let record: Value =
-        serde_json::from_slice(&read_blob(&container, &format!("{name}.json")).await).unwrap();
+        serde_json::from_slice(&read_blob(container, &format!("{name}.json")).await).unwrap();
     let resumed = record["archive"]["resumedFromByte"].as_u64().unwrap();
     assert!(
         resumed >= 3 * MIB,
@@ -236,7 +232,7 @@ async fn a_transfer_killed_midway_resumes_without_resending_staged_blocks() {
         "the download resumed with Range: {ranges:?}"
     );
     assert_eq!(
-        sha256(&read_blob(&container, &name).await),
+        sha256(&read_blob(container, &name).await),
         emu.expected_sha256(doc).unwrap()
     );
 }
@@ -259,7 +255,13 @@ async fn a_blob_service_503_is_retried_and_the_archive_completes() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(proxy.failed(RequestKind::PutBlock), 2);
     assert_eq!(proxy.failed(RequestKind::PutBlockList), 1);
-    assert_archived(&emu, &container_of(&env), "call-503", &[doc]).await;
+    assert_archived(
+        &emu,
+        setting(&env, "RECORDINGS_CONTAINER"),
+        "call-503",
+        &[doc],
+    )
+    .await;
 }
 
 #[tokio::test]

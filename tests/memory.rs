@@ -10,7 +10,7 @@ use archiver_testkit::procstat;
 use recording_archiver::config::DEFAULT_MAX_BODY_BYTES;
 use recording_archiver::recording::MAX_CHUNKS_PER_EVENT;
 use serde_json::{json, Value};
-use support::{handler_env, peek_queue, setting, start_handler};
+use support::{handler_env, peek_queue, post_delivery, setting, start_handler};
 
 const ARCHIVER: &str = env!("CARGO_BIN_EXE_archiver");
 
@@ -80,18 +80,7 @@ async fn deliver(body: String) -> (u16, Value, u64, Vec<(String, String)>) {
     assert!(body.len() <= DEFAULT_MAX_BODY_BYTES, "{} bytes", body.len());
     let env = handler_env(None);
     let h = start_handler(&env).await;
-    let r = h
-        .forward(reqwest::Method::POST, "RecordingWebhook")
-        .header("Content-Type", "application/json")
-        .header("aeg-event-type", "Notification")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    let answer: Value =
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+    let (status, answer) = post_delivery(&h, body).await;
     let peak = procstat::peak_rss(h.pid()).unwrap();
     (status, answer, peak, env)
 }

@@ -13,19 +13,15 @@ use support::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn value<'a>(env: &'a [(String, String)], name: &str) -> &'a str {
-    &env.iter().find(|(k, _)| k == name).unwrap().1
-}
-
 #[tokio::test]
 async fn a_sas_url_the_queue_trigger_cannot_bind_is_refused_in_every_mode() {
     let mut env = handler_env(None);
     let sas_url = format!(
         "{}/{}?{}",
         azurite().blob_endpoint(),
-        value(&env, "RECORDINGS_CONTAINER"),
+        setting(&env, "RECORDINGS_CONTAINER"),
         azurite().container_sas(
-            value(&env, "RECORDINGS_CONTAINER"),
+            setting(&env, "RECORDINGS_CONTAINER"),
             "rcw",
             Duration::from_secs(600)
         )
@@ -50,11 +46,11 @@ async fn a_sas_url_the_queue_trigger_cannot_bind_is_refused_in_every_mode() {
 async fn start_up_creates_a_missing_container_queue_and_poison_queue() {
     let env = handler_env(None);
     let h = start_handler(&env).await;
-    let queue = value(&env, "TRANSFER_QUEUE");
+    let queue = setting(&env, "TRANSFER_QUEUE");
     let expected = [
         format!(
             "container `{}`: ok (created)",
-            value(&env, "RECORDINGS_CONTAINER")
+            setting(&env, "RECORDINGS_CONTAINER")
         ),
         format!("queue `{queue}`: ok (created)"),
         format!("poison queue `{queue}-poison`: ok (created)"),

@@ -22,10 +22,6 @@ async fn emulator() -> AcsEmulator {
         .unwrap()
 }
 
-fn setting(env: &[(String, String)], name: &str) -> String {
-    env.iter().find(|(k, _)| k == name).unwrap().1.clone()
-}
-
 /// A handler that archives inline and deletes from ACS after the archive, and its settings.
 async fn inline_deleting_handler(emu: &AcsEmulator) -> (HandlerProcess, Vec<(String, String)>) {
     let mut env = handler_env(Some(emu));
@@ -35,15 +31,7 @@ async fn inline_deleting_handler(emu: &AcsEmulator) -> (HandlerProcess, Vec<(Str
 }
 
 async fn post(h: &HandlerProcess, events: Value) -> (u16, Value) {
-    let r = h
-        .forward(reqwest::Method::POST, "RecordingWebhook")
-        .header("Content-Type", "application/json")
-        .header("aeg-event-type", "Notification")
-        .body(events.to_string())
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
+    post_delivery(h, events.to_string()).await
 }
 
 /// The handler's output once it holds `needle` (its lines arrive through a pipe, a little
@@ -177,7 +165,7 @@ async fn the_queue_mode_webhook_refuses_what_the_transfer_would_refuse() {
         .iter()
         .all(|r| r["reason"].as_str().unwrap().contains("contentLocation")));
     let queues = QueueClient::from_connection_string(&azurite().connection_string()).unwrap();
-    assert_eq!(queues.approximate_count(&queue).await.unwrap(), 1);
+    assert_eq!(queues.approximate_count(queue).await.unwrap(), 1);
     assert!(emu.requests().is_empty());
 }
 
@@ -229,7 +217,7 @@ async fn a_chunk_counts_as_archived_only_from_its_own_source() {
     );
     let media = format!("2026/11/24/call-t3/000-{real}.mp4");
     assert_eq!(
-        sha256(&read_blob(&setting(&env, "RECORDINGS_CONTAINER"), &media).await),
+        sha256(&read_blob(setting(&env, "RECORDINGS_CONTAINER"), &media).await),
         emu.expected_sha256(real).unwrap(),
         "the archive is untouched"
     );
@@ -342,7 +330,7 @@ async fn replay_after_the_delete_succeeds_without_acs() {
     );
     assert_archived(
         &emu,
-        &setting(&env, "RECORDINGS_CONTAINER"),
+        setting(&env, "RECORDINGS_CONTAINER"),
         "call-t9-replay",
         &docs,
     )
@@ -467,7 +455,7 @@ async fn duplicates_on_several_instances_are_absorbed_after_the_delete() {
     let container = setting(&env, "RECORDINGS_CONTAINER");
     for (call, docs) in &recordings {
         let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
-        assert_archived(&emu, &container, call, &docs).await;
+        assert_archived(&emu, container, call, &docs).await;
         for doc in docs {
             assert!(emu.is_deleted(doc), "{doc} freed in ACS");
         }

@@ -146,6 +146,24 @@ pub async fn deliver(host: &archiver_testkit::host::FunctionsHost, events: Value
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// Posts the delivery `body` to the handler's webhook as the Functions host forwards an Event
+/// Grid notification; returns the status and the JSON answer (panics if it is not JSON).
+pub async fn post_delivery(h: &HandlerProcess, body: String) -> (u16, Value) {
+    let r = h
+        .forward(reqwest::Method::POST, "RecordingWebhook")
+        .header("Content-Type", "application/json")
+        .header("aeg-event-type", "Notification")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    let answer =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+    (status, answer)
+}
+
 /// A blob as the Blob service lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedBlob {
