@@ -2,52 +2,15 @@
 
 mod support;
 
-use std::process::{Command, Output};
-
 use archiver_testkit::acs::{AcsEmulator, AcsEmulatorConfig, RecordingFormat};
 use support::*;
-
-const CLI: &str = env!("CARGO_BIN_EXE_archiver");
-
-fn run(env: &[(String, String)], args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write;
-    let mut cmd = Command::new(CLI);
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 #[tokio::test]
 async fn check_shows_the_settings_without_secrets_and_probes_storage() {
     let env = handler_env(None);
-    let out = run(&env, &["check"], None);
-    assert!(out.status.success(), "{}", text(&out));
-    let shown = text(&out);
+    let out = run_archiver(&env, &["check"], None);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let shown = output_text(&out);
     let queue = &env.iter().find(|(k, _)| k == "TRANSFER_QUEUE").unwrap().1;
     assert!(shown.contains("queue trigger     can bind"), "{shown}");
     assert!(shown.contains("storage           container `"), "{shown}");
@@ -66,12 +29,12 @@ async fn check_shows_the_settings_without_secrets_and_probes_storage() {
         "{shown}"
     );
 
-    let out = run(&[], &["check"], None);
+    let out = run_archiver(&[], &["check"], None);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out).contains("ACS_CONNECTION_STRING"),
+        output_text(&out).contains("ACS_CONNECTION_STRING"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 }
 
@@ -89,8 +52,8 @@ async fn check_fails_naming_the_setting_when_storage_refuses_the_key() {
             azurite().queue_endpoint()
         ),
     );
-    let out = run(&env, &["check"], None);
-    let shown = text(&out);
+    let out = run_archiver(&env, &["check"], None);
+    let shown = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{shown}");
     for subject in ["container `", "queue `", "poison queue `"] {
         assert!(
@@ -123,14 +86,14 @@ async fn replay_archives_a_dead_lettered_delivery_once() {
 
     // The blocking CLI runs off the runtime that serves the emulator.
     let (env2, path) = (env.clone(), file.to_str().unwrap().to_string());
-    let out = tokio::task::spawn_blocking(move || run(&env2, &["replay", &path], None))
+    let out = tokio::task::spawn_blocking(move || run_archiver(&env2, &["replay", &path], None))
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert!(
-        text(&out).contains("2 archived, 0 already archived, 0 failed"),
+        output_text(&out).contains("2 archived, 0 already archived, 0 failed"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     assert_archived(
         &emu,
@@ -144,12 +107,14 @@ async fn replay_archives_a_dead_lettered_delivery_once() {
     .await;
 
     let (env2, event_text) = (env.clone(), event.to_string());
-    let out = tokio::task::spawn_blocking(move || run(&env2, &["replay", "-"], Some(&event_text)))
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        run_archiver(&env2, &["replay", "-"], Some(&event_text))
+    })
+    .await
+    .unwrap();
     assert!(
-        text(&out).contains("0 archived, 2 already archived, 0 failed"),
+        output_text(&out).contains("0 archived, 2 already archived, 0 failed"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 }

@@ -10,9 +10,7 @@ use archiver_testkit::procstat;
 use recording_archiver::config::DEFAULT_MAX_BODY_BYTES;
 use recording_archiver::recording::MAX_CHUNKS_PER_EVENT;
 use serde_json::{json, Value};
-use support::{handler_env, peek_queue, post_delivery, setting, start_handler};
-
-const ARCHIVER: &str = env!("CARGO_BIN_EXE_archiver");
+use support::{handler_env, peek_queue, post_delivery, setting, start_handler, ARCHIVER};
 
 /// The most a handler or replay may take, whatever it is sent.
 const LIMIT: u64 = 64 * 1024 * 1024;

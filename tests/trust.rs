@@ -285,29 +285,8 @@ async fn replay_after_the_delete_succeeds_without_acs() {
     )]);
     let replay = |env: Vec<(String, String)>, text: String| {
         tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_archiver"))
-                .args(["replay", "-"])
-                .env_clear()
-                .envs(env)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            (out.status, text)
+            let out = run_archiver(&env, &["replay", "-"], Some(&text));
+            (out.status, output_text(&out))
         })
     };
     let (status, out) = replay(env.clone(), delivery.to_string()).await.unwrap();

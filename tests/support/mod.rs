@@ -15,6 +15,9 @@ use serde_json::Value;
 /// The handler binary built for this test run.
 pub const HANDLER: &str = env!("CARGO_BIN_EXE_handler");
 
+/// The operator CLI built for this test run.
+pub const ARCHIVER: &str = env!("CARGO_BIN_EXE_archiver");
+
 /// An ACS connection string that is never contacted (queue-mode webhook tests).
 pub const UNUSED_ACS: &str =
     "endpoint=https://contoso.communication.azure.com/;accesskey=c2VjcmV0LWFjcy1rZXk=";
@@ -84,6 +87,42 @@ pub fn set(env: &mut Vec<(String, String)>, name: &str, value: &str) {
 /// `env` as the `&[(&str, &str)]` the launchers take.
 pub fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// `archiver` run as an operator would, with only `env` and `PATH` set: `stdin` is written to
+/// its input, which is then closed, and its output collected.
+pub fn run_archiver(
+    env: &[(String, String)],
+    args: &[&str],
+    stdin: Option<&str>,
+) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(ARCHIVER)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+/// A process's standard output then its standard error, as text.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// The handler binary started with `env`, once it answers.
