@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use archiver_testkit::host::HandlerProcess;
 use serde_json::{json, Value};
-use support::handler_with;
+use support::{ga_chunk, handler_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -48,15 +48,7 @@ fn delivery(n: usize) -> String {
     let chunks: Vec<Value> = (0..3)
         .map(|k| {
             let doc = format!("0-eus-d{n}-{k}");
-            let object = format!("https://storage.asm.skype.com/v1/objects/{doc}");
-            json!({
-                "documentId": doc,
-                "index": k,
-                "endReason": "SessionEnded",
-                "contentLocation": format!("{object}/content/audio"),
-                "metadataLocation": format!("{object}/content/acsmetadata"),
-                "deleteLocation": format!("{object}/content/deletedata"),
-            })
+            ga_chunk("storage.asm.skype.com", &doc, k, "audio", "SessionEnded")
         })
         .collect();
     json!([

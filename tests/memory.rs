@@ -10,7 +10,7 @@ use archiver_testkit::procstat;
 use recording_archiver::config::DEFAULT_MAX_BODY_BYTES;
 use recording_archiver::recording::MAX_CHUNKS_PER_EVENT;
 use serde_json::{json, Value};
-use support::{handler_env, peek_queue, post_delivery, setting, start_handler, ARCHIVER};
+use support::{ga_chunk, handler_env, peek_queue, post_delivery, setting, start_handler, ARCHIVER};
 
 /// The most a handler or replay may take, whatever it is sent.
 const LIMIT: u64 = 64 * 1024 * 1024;
@@ -20,15 +20,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// A GA chunk as ACS writes it: about 400 bytes.
 fn chunk(i: usize, host: &str) -> Value {
     let doc = format!("0-wus-d10-{i:032x}");
-    let base = format!("https://{host}/v1/objects/{doc}");
-    json!({
-        "documentId": doc,
-        "index": i,
-        "endReason": "ChunkMaximumSizeExceeded",
-        "contentLocation": format!("{base}/content/video"),
-        "metadataLocation": format!("{base}/content/acsmetadata"),
-        "deleteLocation": format!("{base}/content/deletedata"),
-    })
+    ga_chunk(host, &doc, i, "video", "ChunkMaximumSizeExceeded")
 }
 
 fn recording_event(id: &str, subject: &str, chunks: Vec<Value>) -> Value {

@@ -171,6 +171,26 @@ pub fn ga_event(
     )
 }
 
+/// One chunk of a GA recording event as ACS lists it, its locations under the recording object
+/// `https://{host}/v1/objects/{document_id}` (`media` is `video` or `audio`).
+pub fn ga_chunk(
+    host: &str,
+    document_id: &str,
+    index: usize,
+    media: &str,
+    end_reason: &str,
+) -> Value {
+    let object = format!("https://{host}/v1/objects/{document_id}");
+    serde_json::json!({
+        "documentId": document_id,
+        "index": index,
+        "endReason": end_reason,
+        "contentLocation": format!("{object}/content/{media}"),
+        "metadataLocation": format!("{object}/content/acsmetadata"),
+        "deleteLocation": format!("{object}/content/deletedata"),
+    })
+}
+
 /// Posts `events` to the webhook behind a Functions host as Event Grid delivers them (function
 /// key in `code`); returns the status and the JSON answer (`null` if it is not JSON).
 pub async fn deliver(host: &archiver_testkit::host::FunctionsHost, events: Value) -> (u16, Value) {
