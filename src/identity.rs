@@ -1,7 +1,7 @@
 //! Entra ID bearer tokens from the App Service / Functions managed-identity endpoint
 //! (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`), cached and refreshed before expiry.
 //!
-//! Protocol (azure-protocols.md §4.9): `GET $IDENTITY_ENDPOINT?resource=<r>&api-version=2019-08-01`
+//! Protocol (`docs/protocols.md` §6): `GET $IDENTITY_ENDPOINT?resource=<r>&api-version=2019-08-01`
 //! `[&client_id=<id>]` with header `X-IDENTITY-HEADER: $IDENTITY_HEADER`; the answer holds
 //! `access_token` and `expires_on`, epoch seconds as a *string*. ACS, Blob and Queue all use the
 //! same [`TokenSource`], one instance per resource.

@@ -1,6 +1,6 @@
 //! `Microsoft.Communication.RecordingFileStatusUpdated`: its data, turned into one job per chunk.
 //!
-//! Three shapes of the same event exist (see `azure-protocols.md` §1.1): the 2021 preview with
+//! Three shapes of the same event exist (see `docs/protocols.md` §1.1): the 2021 preview with
 //! only `documentId`, the public preview that added `contentLocation`/`metadataLocation`, and GA
 //! with `deleteLocation` and the content/channel/format types. All three become the same
 //! [`ChunkJob`]; only [`ChunkSource`] differs. Pure: no I/O.

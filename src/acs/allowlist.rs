@@ -13,7 +13,7 @@
 //! | a recording storage host | `/v1/objects/{objectId}/content/{kind}` | `/v1/objects/{objectId}`, or `.../content/deletedata` as Microsoft's REST spec example writes it |
 //! | the ACS endpoint (2021 preview) | `/recording/download/{documentId}[/metadata]`, query `api-version` only | never |
 //!
-//! The allowed suffixes are the .NET SDK's (`Downloader/Constants.cs`, azure-protocols.md §1.5).
+//! The allowed suffixes are the .NET SDK's (`Downloader/Constants.cs`, `docs/protocols.md` §2.1).
 //! Extra hosts, and plain `http` on loopback, come only from `ACS_EXTRA_ALLOWED_HOSTS`, which
 //! exists for local emulators; the shapes hold there too. [`UrlPolicy::check_delete`] also ties
 //! a `deleteLocation` to the object the chunk was archived from. Pure: checked before anything

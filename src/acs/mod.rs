@@ -41,7 +41,7 @@ pub use download::Download;
 
 /// `api-version` of the 2021 preview `recording/download` URLs.
 pub const PREVIEW_API_VERSION: &str = "2021-04-15-preview1";
-/// Largest metadata document accepted. Real ones are a few KiB (azure-protocols.md §1.4).
+/// Largest metadata document accepted. Real ones are a few KiB (`docs/protocols.md` §1.4).
 pub const METADATA_MAX_BYTES: usize = 1024 * 1024;
 /// How much of an error body is read to quote it; the rest is discarded unread.
 const ERROR_BODY_READ_BYTES: usize = 4096;

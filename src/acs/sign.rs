@@ -1,7 +1,7 @@
-//! ACS HMAC-SHA256 request signing, as pure functions (azure-protocols.md §2).
+//! ACS HMAC-SHA256 request signing, as pure functions (`docs/protocols.md` §2.2).
 //!
 //! String-to-sign: `VERB\n<path and query>\n<date>;<host>;<content-sha256>`, keyed with the
-//! base64-decoded access key. Recording downloads are the twist (§1.6): the request goes to the
+//! base64-decoded access key. Recording downloads are the twist (§2.3): the request goes to the
 //! storage host in `contentLocation`, but is signed *as if* addressed to the ACS endpoint (its
 //! authority, the content URL's path, no query) and carries that authority in `x-ms-host`, as
 //! every SDK does. Signing for the storage host instead is the classic 401.
@@ -180,7 +180,7 @@ mod tests {
 
     #[test]
     fn js_sdk_policy_vectors_are_reproduced() {
-        // azure-protocols.md §2.2: same host as the endpoint, query included when present.
+        // `docs/protocols.md` §2.4: same host as the endpoint, query included when present.
         let endpoint = Url::parse("https://example.com/").unwrap();
         for (url, expected) in [
             (
@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn ga_content_urls_are_signed_for_the_acs_host_with_x_ms_host() {
-        // azure-protocols.md §1.6, the SDK recipe applied to a storage URL.
+        // `docs/protocols.md` §2.3 and §2.4, the SDK recipe applied to a storage URL.
         let endpoint = Url::parse("https://contoso.communication.azure.com/").unwrap();
         let url = Url::parse(
             "https://us-storage.asm.skype.com/v1/objects/0-wus-d10-00000000000000000000000000000000/content/audio",

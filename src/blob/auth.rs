@@ -265,7 +265,7 @@ mod tests {
             .unwrap()
     }
 
-    /// The self-computed vector from the protocol notes (§5.2): Put Block on a path-style
+    /// The self-computed vector from `docs/protocols.md` §5.3: Put Block on a path-style
     /// Azurite URL, so the account appears twice in the resource.
     #[test]
     fn put_block_vector_matches_string_to_sign_and_signature() {

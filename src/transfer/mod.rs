@@ -2,7 +2,7 @@
 //! number of Put Blocks in flight -> one create-only commit. Exactly once per chunk, resumable
 //! after a crash, in memory bounded by `block_bytes x (2 x parallel_blocks + 2)` per chunk.
 //!
-//! The recipe (`azure-protocols.md` §5.6):
+//! The recipe (`docs/protocols.md` §5.7):
 //! 0. Check the chunk's URLs ([`UrlPolicy::check_chunk`]): the recording object they name is
 //!    the chunk's *source*, recorded on the blob and compared on every later delivery.
 //! 1. Name the blobs deterministically from the chunk ([`ChunkJob::blob_names`]); block ids
@@ -46,7 +46,7 @@ use crate::identity::BoxFuture;
 use crate::recording::{BlobNames, ChunkJob, MediaFormat};
 
 /// Metadata keys on the media blob (lower-case alphanumeric: see the SharedKey sort note in
-/// `azure-protocols.md` §5.2).
+/// `docs/protocols.md` §5.3).
 const META_SIZE: &str = "archivedbytes";
 const META_SHA256: &str = "sha256";
 const META_DOCUMENT: &str = "documentid";

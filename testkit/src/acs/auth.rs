@@ -198,7 +198,7 @@ mod tests {
         who.acs_host = "example.com";
         assert_eq!(verify(&req, &who), Ok(()));
 
-        // The storage-host recipe (azure-protocols.md §1.6).
+        // The storage-host recipe (`docs/protocols.md` §2.3).
         let h = headers(&[
             ("host", "us-storage.asm.skype.com"),
             ("x-ms-host", "contoso.communication.azure.com"),

@@ -1,5 +1,5 @@
 //! The host's side of the custom-handler invocation protocol for a queue trigger
-//! (azure-protocols.md §4.3): the envelope, built like the host serialises it, and the call
+//! (`docs/protocols.md` §4.3): the envelope, built like the host serialises it, and the call
 //! to the worker with the host's headers. The envelope is pure.
 //!
 //! The host passes every value through `GetHttpScriptInvocationContextValue`: objects stay

@@ -10,7 +10,7 @@
 //!
 //! # Host behaviours reproduced
 //!
-//! Sources: azure-protocols.md §4 and §7, the Functions host (repository
+//! Sources: `docs/protocols.md` §4, the Functions host (repository
 //! Azure/azure-functions-host: `DefaultHttpWorkerService`, `HttpWorkerOptions`,
 //! `HttpWorkerDescription`, `WorkerProcess`, `HttpRequestExtensions`,
 //! `HttpFunctionInvocationDispatcher`, `ScriptInvocationContextExtensions`), the custom

@@ -106,7 +106,7 @@ mod tests {
             .collect()
     }
 
-    /// The vector of azure-protocols.md §5.2 (Put Block on a path-style Azurite URL).
+    /// The vector of `docs/protocols.md` §5.3 (Put Block on a path-style Azurite URL).
     #[test]
     fn put_block_vector_matches_the_reference() {
         let url = Url::parse(
