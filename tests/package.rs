@@ -4,8 +4,8 @@
 //! `handler` that starts and answers the host's readiness probe.
 //!
 //! Building the package is a release build linked by zig, minutes long, so a plain `cargo test`
-//! lists these tests as ignored; `scripts/test-package` (CI: `.ci/package`) builds the package with
-//! `scripts/package` and then runs them with `cargo test --test package -- --ignored`.
+//! lists these tests as ignored; `scripts/test` (what CI runs) builds the package with
+//! `scripts/package` beside the other tests and then runs these with `-- --ignored`.
 
 mod support;
 
@@ -18,7 +18,7 @@ use object::read::elf::FileHeader;
 use support::*;
 
 const NEEDS_PACKAGE: &str =
-    "needs dist/functionapp.zip: run scripts/package first (scripts/test-package does)";
+    "needs dist/functionapp.zip: run scripts/package first (scripts/test does)";
 
 /// The highest glibc symbol version the package may need.
 const MAX_GLIBC: (u32, u32) = (2, 17);
@@ -58,7 +58,7 @@ fn entry(zip: &mut zip::ZipArchive<File>, name: &str) -> Vec<u8> {
 }
 
 #[test]
-#[ignore = "needs dist/functionapp.zip: run scripts/package first (scripts/test-package does)"]
+#[ignore = "needs dist/functionapp.zip: run scripts/package first (scripts/test does)"]
 fn package_holds_exactly_the_app_root_files_with_their_modes() {
     let mut zip = package();
     let mut names: Vec<String> = zip.file_names().map(str::to_string).collect();
@@ -122,7 +122,7 @@ fn glibc_needs(image: &[u8]) -> (Vec<(u32, u32)>, Vec<String>, bool) {
 }
 
 #[test]
-#[ignore = "needs dist/functionapp.zip: run scripts/package first (scripts/test-package does)"]
+#[ignore = "needs dist/functionapp.zip: run scripts/package first (scripts/test does)"]
 fn packaged_handler_needs_glibc_2_17_at_most() {
     let image = entry(&mut package(), "handler");
     let (versions, other, dynamic) = glibc_needs(&image);
@@ -155,7 +155,7 @@ fn packaged_handler_needs_glibc_2_17_at_most() {
 }
 
 #[tokio::test]
-#[ignore = "needs dist/functionapp.zip: run scripts/package first (scripts/test-package does)"]
+#[ignore = "needs dist/functionapp.zip: run scripts/package first (scripts/test does)"]
 async fn packaged_handler_starts_and_answers_the_readiness_probe() {
     use std::os::unix::fs::PermissionsExt;
     let mut zip = package();

@@ -10,19 +10,11 @@ use std::process::Command;
 /// are not built for this package's tests), and returns the directory they are in.
 fn binaries() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // The same selection `cargo test --workspace` builds (every package, with dev-dependencies'
+    // features), so right after it this is a no-op: building only two packages would resolve
+    // other features and compile the dependency tree a second time (about 90 s here).
     let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "recording-archiver",
-            "-p",
-            "archiver-testkit",
-            "--bin",
-            "handler",
-            "--bin",
-            "acs-emulator",
-        ])
+        .args(["build", "--quiet", "--workspace", "--bins", "--tests"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("cargo runs");
