@@ -169,6 +169,34 @@ impl Connection {
     }
 }
 
+/// Whether the connection can carry another request.
+pub enum Keep {
+    /// Yes: the answer was delivered whole.
+    Open,
+    /// No: the answer was cut short or the client asked to close.
+    Close,
+}
+
+/// Writes a whole answer with this body; `close` says so in a `Connection: close` header.
+pub async fn respond(
+    conn: &mut Connection,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    extra: &[(String, String)],
+    close: bool,
+) -> io::Result<Keep> {
+    let mut headers: Vec<(String, String)> = extra.to_vec();
+    headers.push(("Content-Type".into(), content_type.into()));
+    headers.push(("Content-Length".into(), body.len().to_string()));
+    if close {
+        headers.push(("Connection".into(), "close".into()));
+    }
+    conn.write_head(status, &headers).await?;
+    conn.write_body(body).await?;
+    Ok(if close { Keep::Close } else { Keep::Open })
+}
+
 /// The reason phrase for the statuses the emulator sends.
 pub fn reason(status: u16) -> &'static str {
     match status {
