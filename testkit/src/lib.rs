@@ -8,6 +8,7 @@
 //! | [`acs`] | ACS recording storage: serves chunks and metadata, checks HMAC signatures like the service, injects faults |
 //! | [`host`] | the Azure Functions host: starts the `handler` like the host, forwards requests like the host |
 //! | [`lambda`] | the AWS Lambda Runtime API: hands events to a function process and collects its answers, like Lambda |
+//! | [`archive`] | nothing: reads archived blobs back from a container, for the demo's and the tests' checks |
 //! | [`azurite`] | Azure Storage: starts the repo's pinned Azurite on free ports, in memory, and stops it |
 //! | [`queue`] | nothing: a small Queue REST client with its own SharedKey signer, used by the host emulator and tests |
 //! | [`proxy`] | a flaky network or a busy Storage service: forwards to a target, counts requests by operation, injects 503s |
@@ -16,6 +17,7 @@
 //! | [`demo`] | Event Grid and a user, for `scripts/demo`: runs all of the above around the real handler and checks the archive |
 
 pub mod acs;
+pub mod archive;
 pub mod azurite;
 pub mod demo;
 pub mod host;
