@@ -870,7 +870,7 @@ mod tests {
             reqwest::Client::new(),
             url::Url::parse("http://127.0.0.1:1/devstoreaccount1").unwrap(),
             "q",
-            crate::blob::StorageAuth::Sas(crate::config::Secret::new(String::new())),
+            crate::storage::StorageAuth::Sas(crate::config::Secret::new(String::new())),
         );
         let small = recording_of(3);
         let text = queue_message(&queue, &small[1]).unwrap();

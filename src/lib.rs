@@ -17,8 +17,9 @@
 //! | [`retry`] | bounded backoff with jitter, `Retry-After`, deadlines |
 //! | [`identity`] | managed-identity bearer tokens, cached |
 //! | [`acs`] | ACS recording downloads: HMAC signing, SSRF allowlist, resumable streams |
-//! | [`blob`] | Blob REST: SharedKey/SAS/bearer auth, blocks, block lists |
-//! | [`queue`] | Queue REST Put Message, for queue mode (shares the Blob plumbing) |
+//! | [`storage`] | the Storage REST transport: SharedKey/SAS/bearer auth, retries, [`storage::StorageError`] with status, code and request id |
+//! | [`blob`] | Blob operations over the transport: blocks, block lists, properties |
+//! | [`queue`] | Queue operations over the transport: Put Message for queue mode, the start-up probe |
 //! | [`preflight`] | the start-up storage probe: container and queues usable, else the setting or role to fix |
 //! | [`transfer`] | one chunk from ACS into blocks and a create-only commit: exactly once, resumable, bounded memory |
 //! | [`eventgrid`] | Event Grid and CloudEvents delivery schemas, handshakes, classification (pure) |
@@ -47,5 +48,6 @@ pub mod queue;
 pub mod recording;
 pub mod redact;
 pub mod retry;
+pub mod storage;
 pub mod transfer;
 pub mod wiring;

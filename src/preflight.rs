@@ -19,9 +19,10 @@
 
 use std::fmt;
 
-use crate::blob::{BlobClient, BlobError, CreateOutcome};
+use crate::blob::{BlobClient, CreateOutcome};
 use crate::config::storage::StorageCredential;
 use crate::queue::{QueueClient, QueueError};
+use crate::storage::StorageError;
 
 /// What one check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,17 +191,19 @@ enum Failure {
 }
 
 impl Failure {
-    fn of(e: &BlobError) -> Failure {
+    fn of(e: &StorageError) -> Failure {
         match e {
-            BlobError::Service {
+            StorageError::Service {
                 status, error_code, ..
             } => Failure::Refused {
                 status: *status,
                 code: error_code.clone().unwrap_or_default(),
             },
-            BlobError::Auth { .. } => Failure::NoToken,
-            BlobError::Transport { .. } | BlobError::Timeout { .. } => Failure::Unreachable,
-            BlobError::Invalid { .. } | BlobError::UnexpectedResponse { .. } => Failure::Other,
+            StorageError::Auth { .. } => Failure::NoToken,
+            StorageError::Transport { .. } | StorageError::Timeout { .. } => Failure::Unreachable,
+            StorageError::Invalid { .. } | StorageError::UnexpectedResponse { .. } => {
+                Failure::Other
+            }
         }
     }
 

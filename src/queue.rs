@@ -1,16 +1,17 @@
 //! Queue REST for queue mode: the webhook hands each chunk to `RecordingTransfer` through a
-//! Storage queue (Put Message). It shares the Blob client's plumbing (auth, `x-ms-version`,
-//! retries, error parsing), since the two services speak the same protocol.
+//! Storage queue (Put Message). A thin operation set over the Storage
+//! [`Transport`] (auth, `x-ms-version`, retries, error parsing), which the Blob client shares.
 
 use base64::Engine as _;
 use bytes::Bytes;
 use reqwest::{Method, StatusCode};
 use url::Url;
 
-use crate::blob::client::Operation;
-use crate::blob::{BlobClient, BlobError, StorageAuth};
 use crate::config::MessageEncoding;
 use crate::disposition::Disposition;
+use crate::retry::RetryPolicy;
+use crate::storage::transport::Request;
+use crate::storage::{xml, StorageAuth, StorageError, Transport};
 
 /// Largest message the service takes: 64 KiB of message text, as encoded.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -25,7 +26,7 @@ pub enum QueueError {
         queue: String,
         /// What the service or network said.
         #[source]
-        source: BlobError,
+        source: StorageError,
     },
     /// The message is too large for a queue.
     #[error("queue {queue}: message of {size} bytes (encoded) is over the 64 KiB limit")]
@@ -38,25 +39,31 @@ pub enum QueueError {
 }
 
 impl QueueError {
-    /// What the caller must do. The webhook answers every enqueue failure with 503 whatever
-    /// this says (nothing is acknowledged that was not enqueued); this is for logs.
+    /// What the caller must do: the Storage failure's own disposition (transient failures and
+    /// our own setup, such as a refused credential, are retried), or drop for a message that
+    /// can never fit.
     pub fn disposition(&self) -> Disposition {
         match self {
             QueueError::Storage { source, .. } => source.disposition(),
             QueueError::TooLarge { .. } => Disposition::Drop,
         }
     }
+
+    /// The service's `x-ms-request-id`, when it answered.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            QueueError::Storage { source, .. } => source.request_id(),
+            QueueError::TooLarge { .. } => None,
+        }
+    }
 }
 
-/// Put Message on one queue.
+/// Queue operations on one queue: Put Message, Create Queue, and the start-up probe.
 #[derive(Debug, Clone)]
 pub struct QueueClient {
+    transport: Transport,
     queue: String,
     encoding: MessageEncoding,
-    /// The Storage plumbing, pointed at the queue endpoint with the queue as its "container".
-    storage: BlobClient,
-    /// What built `storage`, for the poison queue's client.
-    parts: (reqwest::Client, Url, StorageAuth),
 }
 
 impl QueueClient {
@@ -68,27 +75,26 @@ impl QueueClient {
         queue: impl Into<String>,
         auth: StorageAuth,
     ) -> Self {
-        let queue = queue.into();
         QueueClient {
-            storage: BlobClient::new(http.clone(), endpoint.clone(), queue.clone(), auth.clone()),
-            queue,
+            transport: Transport::new(http, endpoint, auth),
+            queue: queue.into(),
             encoding: MessageEncoding::Base64,
-            parts: (http, endpoint, auth),
         }
     }
 
     /// A client for this queue's poison queue, `<queue>-poison`: where the Functions host
     /// moves a message after `maxDequeueCount` failures, and where a message that can never
-    /// succeed is moved at once.
+    /// succeed is moved at once. It shares this client's transport and retry policy.
     pub fn poison_queue(&self) -> QueueClient {
-        let (http, endpoint, auth) = self.parts.clone();
-        QueueClient::new(http, endpoint, format!("{}-poison", self.queue), auth)
-            .with_encoding(self.encoding)
+        QueueClient {
+            queue: format!("{}-poison", self.queue),
+            ..self.clone()
+        }
     }
 
     /// Uses another retry policy (tests shorten it).
-    pub fn with_retry_policy(mut self, retry: crate::retry::RetryPolicy) -> Self {
-        self.storage = self.storage.with_retry_policy(retry);
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.transport = self.transport.with_retry_policy(retry);
         self
     }
 
@@ -107,52 +113,39 @@ impl QueueClient {
     /// nothing: `Ok(false)` on 404 `QueueNotFound`. Needs what the queue trigger needs to read
     /// (Storage Queue Data Reader, or a key or SAS with read permission).
     pub async fn exists(&self) -> Result<bool, QueueError> {
-        let reply = self
-            .storage
-            .send_raw(
-                Operation::PeekMessages,
-                Some("messages"),
+        let request = self
+            .request(
+                "Peek Messages",
                 Method::GET,
+                "messages",
                 "peekonly=true&numofmessages=1",
-                None,
-                &[StatusCode::NOT_FOUND],
             )
-            .await
-            .map_err(|source| self.error(source))?;
-        match (reply.status, reply.error_code.as_deref()) {
+            .map_err(|source| self.error(source))?
+            .expect(&[StatusCode::NOT_FOUND]);
+        let response = self.send(&request).await?;
+        match (response.status, response.error_code().as_deref()) {
             (StatusCode::NOT_FOUND, Some("QueueNotFound")) => Ok(false),
-            (StatusCode::NOT_FOUND, code) => Err(self.error(BlobError::UnexpectedResponse {
-                operation: Operation::PeekMessages,
-                blob: self.queue.clone(),
-                status: 404,
-                request_id: None,
-                reason: format!("error code {}", code.unwrap_or("-")),
-            })),
+            (StatusCode::NOT_FOUND, _) => Err(self.error(request.service_error(&response))),
             _ => Ok(true),
         }
     }
 
     /// Creates the queue; an existing queue is fine.
     pub async fn create_queue(&self) -> Result<(), QueueError> {
-        self.storage
-            .send_raw(
-                Operation::CreateQueue,
-                None,
-                Method::PUT,
-                "",
-                None,
-                &[StatusCode::CONFLICT],
-            )
-            .await
-            .map(|_| ())
-            .map_err(|source| self.error(source))
+        let request = self
+            .request("Create Queue", Method::PUT, "", "")
+            .map_err(|source| self.error(source))?
+            .expect(&[StatusCode::CONFLICT]);
+        self.send(&request).await.map(drop)
     }
 
     /// The size of `text` on the wire, as encoded.
     pub fn encoded_len(&self, text: &str) -> usize {
         match self.encoding {
             MessageEncoding::Base64 => text.len().div_ceil(3) * 4,
-            MessageEncoding::None => text.len() + text.bytes().map(xml_escape_extra).sum::<usize>(),
+            MessageEncoding::None => {
+                text.len() + text.bytes().map(xml::escape_extra).sum::<usize>()
+            }
         }
     }
 
@@ -173,49 +166,58 @@ impl QueueClient {
         }
         let wire = match self.encoding {
             MessageEncoding::Base64 => base64::engine::general_purpose::STANDARD.encode(text),
-            MessageEncoding::None => xml_escape(text),
+            MessageEncoding::None => xml::escape(text),
         };
-        if wire.len() > MAX_MESSAGE_BYTES {
-            return Err(QueueError::TooLarge {
-                queue: self.queue.clone(),
-                size: wire.len(),
-            });
-        }
         let body = Bytes::from(format!(
             "<QueueMessage><MessageText>{wire}</MessageText></QueueMessage>"
         ));
-        let send = || {
-            self.storage.send_raw(
-                Operation::PutMessage,
-                Some("messages"),
-                Method::POST,
-                "",
-                Some(body.clone()),
-                &[StatusCode::NOT_FOUND],
-            )
-        };
-        let mut reply = send().await.map_err(|source| self.error(source))?;
-        if reply.status == StatusCode::NOT_FOUND
-            && reply.error_code.as_deref() == Some("QueueNotFound")
+        let request = self
+            .request("Put Message", Method::POST, "messages", "")
+            .map_err(|source| self.error(source))?
+            .body(body)
+            .expect(&[StatusCode::NOT_FOUND]);
+        let mut response = self.send(&request).await?;
+        if response.status == StatusCode::NOT_FOUND
+            && response.error_code().as_deref() == Some("QueueNotFound")
         {
             tracing::info!(queue = %self.queue, "creating the transfer queue");
             self.create_queue().await?;
-            reply = send().await.map_err(|source| self.error(source))?;
+            response = self.send(&request).await?;
         }
-        if !reply.status.is_success() {
-            let code = reply.error_code.unwrap_or_else(|| "-".into());
-            return Err(self.error(BlobError::UnexpectedResponse {
-                operation: Operation::PutMessage,
-                blob: self.queue.clone(),
-                status: reply.status.as_u16(),
-                request_id: None,
-                reason: format!("error code {code}"),
-            }));
+        if !response.status.is_success() {
+            return Err(self.error(request.service_error(&response)));
         }
-        Ok(message_id(&reply.body).unwrap_or_default())
+        let text = String::from_utf8_lossy(&response.body);
+        Ok(xml::element_text(&text, "MessageId").unwrap_or_default())
     }
 
-    fn error(&self, source: BlobError) -> QueueError {
+    /// A request for `operation` on `queue[/path]`.
+    fn request(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        query: &str,
+    ) -> Result<Request, StorageError> {
+        let path = match path {
+            "" => self.queue.clone(),
+            path => format!("{}/{path}", self.queue),
+        };
+        self.transport
+            .request(operation, &self.queue, method, &path, query)
+    }
+
+    async fn send(
+        &self,
+        request: &Request,
+    ) -> Result<crate::storage::transport::Response, QueueError> {
+        self.transport
+            .send(request)
+            .await
+            .map_err(|source| self.error(source))
+    }
+
+    fn error(&self, source: StorageError) -> QueueError {
         QueueError::Storage {
             queue: self.queue.clone(),
             source,
@@ -223,58 +225,13 @@ impl QueueClient {
     }
 }
 
-/// How many bytes [`xml_escape`] adds for `b`.
-fn xml_escape_extra(b: u8) -> usize {
-    match b {
-        b'&' => 4,
-        b'<' | b'>' => 3,
-        b'"' | b'\'' => 5,
-        _ => 0,
-    }
-}
-
-/// Escapes the five XML special characters.
-fn xml_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// `<MessageId>` from a Put Message answer.
-fn message_id(body: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(body).ok()?;
-    let start = text.find("<MessageId>")? + "<MessageId>".len();
-    let end = text[start..].find("</MessageId>")? + start;
-    Some(text[start..end].to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn message_id_is_read_from_the_answer() {
-        let body = b"<?xml version=\"1.0\" encoding=\"utf-8\"?><QueueMessagesList><QueueMessage><MessageId>a1b2</MessageId><InsertionTime>x</InsertionTime></QueueMessage></QueueMessagesList>";
-        assert_eq!(message_id(body).as_deref(), Some("a1b2"));
-        assert_eq!(message_id(b"<nope/>"), None);
-    }
-
-    #[test]
-    fn plain_text_messages_are_xml_escaped() {
+    fn encoded_sizes_follow_the_encoding() {
         let text = r#"{"a":"<b>&'"}"#;
-        assert_eq!(
-            xml_escape(text),
-            "{&quot;a&quot;:&quot;&lt;b&gt;&amp;&apos;&quot;}"
-        );
         let http = reqwest::Client::new();
         let endpoint = Url::parse("http://127.0.0.1:1/devstoreaccount1").unwrap();
         let auth = StorageAuth::Sas(crate::config::Secret::new(String::new()));
@@ -284,8 +241,30 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode(text).len()
         );
         let q = q.with_encoding(MessageEncoding::None);
-        assert_eq!(q.encoded_len(text), xml_escape(text).len());
+        assert_eq!(q.encoded_len(text), xml::escape(text).len());
         assert!(q.fits(&"a".repeat(MAX_MESSAGE_BYTES)));
         assert!(!q.fits(&"&".repeat(MAX_MESSAGE_BYTES / 4)));
+    }
+
+    #[test]
+    fn requests_address_the_queue_and_the_poison_queue() {
+        let endpoint = Url::parse("http://127.0.0.1:10001/devstoreaccount1").unwrap();
+        let auth = StorageAuth::Sas(crate::config::Secret::new("sig=hidden".into()));
+        let q = QueueClient::new(reqwest::Client::new(), endpoint, "transfers", auth);
+        let put = q
+            .request("Put Message", Method::POST, "messages", "")
+            .unwrap();
+        assert_eq!(
+            put.url.as_str(),
+            "http://127.0.0.1:10001/devstoreaccount1/transfers/messages"
+        );
+        let poison = q.poison_queue();
+        assert_eq!(poison.queue(), "transfers-poison");
+        let create = poison.request("Create Queue", Method::PUT, "", "").unwrap();
+        assert_eq!(
+            create.url.as_str(),
+            "http://127.0.0.1:10001/devstoreaccount1/transfers-poison"
+        );
+        assert_eq!(create.resource, "transfers-poison");
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::acs::{self, AcsClient};
 use crate::app::{App, ChunkArchiver, QueueIntake};
-use crate::blob::{BlobClient, StorageAuth};
+use crate::blob::BlobClient;
 use crate::clock::SystemClock;
 use crate::config::storage::StorageCredential;
 use crate::config::{
@@ -16,6 +16,7 @@ use crate::identity::{ManagedIdentityTokens, TokenSource};
 use crate::preflight::Probe;
 use crate::queue::QueueClient;
 use crate::retry::RetryPolicy;
+use crate::storage::StorageAuth;
 use crate::transfer::{AcsChunkReader, BlobBlockStore, Transfer};
 
 /// Retries for the webhook's Put Message: Event Grid waits 30 s for the answer, so give up

@@ -12,11 +12,12 @@ use archiver_testkit::proxy::{Fault, FaultProxy, RequestKind};
 use bytes::Bytes;
 use md5::{Digest, Md5};
 use recording_archiver::blob::{
-    BlobClient, BlobCommitOptions, BlobError, BlockId, CommitOutcome, CreateOutcome, StorageAuth,
+    BlobClient, BlobCommitOptions, BlockId, CommitOutcome, CreateOutcome,
 };
 use recording_archiver::config::{storage, Secret};
 use recording_archiver::disposition::Disposition;
 use recording_archiver::retry::{FixedJitter, RetryPolicy};
+use recording_archiver::storage::{StorageAuth, StorageError};
 use url::Url;
 
 /// One Azurite for every test here; the testkit's watchdog stops it when the binary exits.
@@ -174,7 +175,7 @@ async fn bad_content_md5_is_a_permanent_error_with_request_id() {
     assert!(
         matches!(
             err,
-            BlobError::Service {
+            StorageError::Service {
                 status: 400,
                 attempts: 1,
                 ..
@@ -318,7 +319,7 @@ async fn retries_are_bounded_and_client_errors_are_not_retried() {
     assert!(
         matches!(
             err,
-            BlobError::Service {
+            StorageError::Service {
                 status: 503,
                 attempts: 3,
                 ..

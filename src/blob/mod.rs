@@ -1,22 +1,21 @@
-//! Blob REST: SharedKey / SAS / bearer authorization and the block calls an idempotent,
-//! resumable upload needs (stage blocks with `Content-MD5`, read the block list back, commit
-//! create-only with properties and metadata).
+//! Blob REST: the operations an idempotent, resumable upload needs (stage blocks with
+//! `Content-MD5`, read the block list back, commit create-only with properties and metadata),
+//! as a thin operation set over the Storage [`Transport`](crate::storage::Transport).
 //!
 //! | file | job |
 //! |---|---|
-//! | [`auth`] | [`StorageAuth`]: the pure SharedKey string-to-sign, SAS, bearer; reused by the Queue client |
-//! | [`client`] | [`BlobClient`]: the calls, retries, [`BlobError`] with request ids |
-//! | `xml` | the three small XML shapes (block list body and answer, error body) |
+//! | [`client`] | [`BlobClient`]: each operation as method, path, query, headers and the statuses it reads |
+//! | [`model`] | block ids, commit options, outcomes, block lists, properties; names and metadata checked before sending (pure) |
+//! | `xml` | the block list body and answer (pure) |
 //!
-//! Nothing here knows about Event Grid, ACS or the Functions host. URLs that reach a message
-//! go through [`redact_url`] first.
+//! Failures are [`StorageError`](crate::storage::StorageError)s. Nothing here knows about
+//! queues, Event Grid, ACS or the Functions host.
 
-pub mod auth;
 pub mod client;
+pub mod model;
 mod xml;
 
-pub use auth::{redact_url, AuthError, StorageAuth};
-pub use client::{
-    BlobClient, BlobCommitOptions, BlobError, BlobProperties, BlockId, BlockList, CommitOutcome,
-    CreateOutcome, Operation, DEFAULT_API_VERSION,
+pub use client::{BlobClient, MAX_PUT_BLOB_BYTES};
+pub use model::{
+    BlobCommitOptions, BlobProperties, BlockId, BlockList, CommitOutcome, CreateOutcome,
 };

@@ -8,9 +8,10 @@ use url::Url;
 
 use super::{BlockStore, ChunkReader, Committed, SourceStream, StoredBlob, TransferError};
 use crate::acs::{AcsClient, AcsError, Deleted, UrlPolicy};
-use crate::blob::{BlobClient, BlobCommitOptions, BlobError, BlockId, CommitOutcome};
+use crate::blob::{BlobClient, BlobCommitOptions, BlockId, CommitOutcome};
 use crate::identity::BoxFuture;
 use crate::recording::ChunkJob;
+use crate::storage::StorageError;
 
 /// Reads chunks from ACS.
 #[derive(Debug, Clone)]
@@ -122,7 +123,7 @@ impl BlobBlockStore {
         call: impl Fn() -> F,
     ) -> Result<T, TransferError>
     where
-        F: std::future::Future<Output = Result<T, BlobError>> + 'a,
+        F: std::future::Future<Output = Result<T, StorageError>> + 'a,
     {
         match call().await {
             Err(e) if e.error_code() == Some("ContainerNotFound") => {
@@ -141,7 +142,7 @@ impl BlobBlockStore {
     }
 }
 
-fn storage_error(blob: &str, e: BlobError) -> TransferError {
+fn storage_error(blob: &str, e: StorageError) -> TransferError {
     TransferError::Storage {
         blob: blob.to_string(),
         disposition: e.disposition(),

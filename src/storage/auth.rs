@@ -57,13 +57,6 @@ pub enum AuthError {
     InvalidHeader(&'static str),
 }
 
-impl AuthError {
-    /// Whether trying again later may help (a token endpoint hiccup).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, AuthError::Token(e) if e.transient)
-    }
-}
-
 impl StorageAuth {
     /// The authorization the settings describe; `tokens` is required for a managed identity
     /// (it must hand out tokens for `https://storage.azure.com/`).
