@@ -25,10 +25,11 @@
 //! | [`eventgrid`] | Event Grid and CloudEvents delivery schemas, handshakes, classification (pure) |
 //! | [`app`] | what one webhook delivery or one queued transfer message does and answers; the [`app::ChunkArchiver`] seam |
 //! | [`wiring`] | builds the app from settings once at start-up: clients, credentials, archivers |
+//! | [`cli`] | the operator's tool `archiver`: check, replay, verify, written for people at a terminal |
 //! | [`host`] | the front ends: Azure Functions custom handler (warp routes, invocation envelope, log lines at the host's severities), AWS Lambda |
 //!
 //! The binaries in `src/bin/` only read settings, build the app and serve it: `handler` (Azure
-//! Functions), `lambda` (AWS Lambda), `archiver` (the operator's check and replay tool).
+//! Functions), `lambda` (AWS Lambda); `archiver` calls [`cli::main`].
 
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
@@ -36,6 +37,7 @@
 pub mod acs;
 pub mod app;
 pub mod blob;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod disposition;

@@ -116,6 +116,7 @@ pub fn probe<'a>(settings: &'a Settings, clients: &'a Clients) -> Option<Probe<'
         queue: clients.queue.as_ref(),
         credential: &storage.credential,
         setting: storage.source,
+        retry: None,
     })
 }
 

@@ -154,6 +154,11 @@ impl BlobNameTemplate {
         })
     }
 
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
     /// The pieces, in order.
     pub fn parts(&self) -> &[Part] {
         &self.parts
