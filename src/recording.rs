@@ -618,12 +618,13 @@ impl MediaFormat {
     /// The format from the first source that names one: the event's `recordingFormatType`
     /// (GA), the metadata document's `recordingInfo.format`, the download's `Content-Type`;
     /// `AudioVideo` content is always MP4. Unknown gives `.bin`.
-    pub fn infer(
-        event_format: Option<&str>,
-        metadata_format: Option<&str>,
-        event_content: Option<&str>,
-        http_content_type: Option<&str>,
-    ) -> MediaFormat {
+    pub fn infer(hints: FormatHints<'_>) -> MediaFormat {
+        let FormatHints {
+            event_format,
+            metadata_format,
+            event_content,
+            http_content_type,
+        } = hints;
         let by_name = |name: &str| match name.trim().to_ascii_lowercase().as_str() {
             "mp4" => Some(MediaFormat::MP4),
             "mp3" => Some(MediaFormat::MP3),
@@ -654,6 +655,20 @@ impl MediaFormat {
             .or_else(|| http_content_type.and_then(by_mime))
             .unwrap_or(MediaFormat::UNKNOWN)
     }
+}
+
+/// What may name a chunk's format, each from a different place and known at a different time;
+/// [`MediaFormat::infer`] takes the first that names one, in the order of the fields.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FormatHints<'a> {
+    /// The GA event's `recordingFormatType` (`Mp4`, `Mp3`, `Wav`).
+    pub event_format: Option<&'a str>,
+    /// The ACS metadata document's `recordingInfo.format`.
+    pub metadata_format: Option<&'a str>,
+    /// The event's `recordingContentType` (`AudioVideo` is always MP4).
+    pub event_content: Option<&'a str>,
+    /// The download response's `Content-Type`.
+    pub http_content_type: Option<&'a str>,
 }
 
 /// The blobs one chunk is archived as.
@@ -935,24 +950,32 @@ mod tests {
 
     #[test]
     fn format_is_inferred_from_the_first_source_that_names_one() {
+        let hints = |event_format, metadata_format, event_content, http_content_type| {
+            MediaFormat::infer(FormatHints {
+                event_format,
+                metadata_format,
+                event_content,
+                http_content_type,
+            })
+        };
         assert_eq!(
-            MediaFormat::infer(Some("Mp3"), Some("wav"), None, None),
+            hints(Some("Mp3"), Some("wav"), None, None),
             MediaFormat::MP3
         );
         assert_eq!(
-            MediaFormat::infer(None, Some("wav"), None, Some("video/mp4")),
+            hints(None, Some("wav"), None, Some("video/mp4")),
             MediaFormat::WAV
         );
         assert_eq!(
-            MediaFormat::infer(None, None, Some("AudioVideo"), None),
+            hints(None, None, Some("AudioVideo"), None),
             MediaFormat::MP4
         );
         assert_eq!(
-            MediaFormat::infer(None, None, Some("Audio"), Some("audio/mpeg")),
+            hints(None, None, Some("Audio"), Some("audio/mpeg")),
             MediaFormat::MP3
         );
         assert_eq!(
-            MediaFormat::infer(Some("Ogg"), None, None, Some("application/json")),
+            hints(Some("Ogg"), None, None, Some("application/json")),
             MediaFormat::UNKNOWN
         );
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use recording_archiver::app::parse_transfer_message;
 use recording_archiver::blob::BlobClient;
 use recording_archiver::config::{storage, BlobNameTemplate};
-use recording_archiver::recording::MediaFormat;
+use recording_archiver::recording::{FormatHints, MediaFormat};
 use serde_json::{json, Value};
 
 use crate::children::{Emulator, Handler};
@@ -192,7 +192,10 @@ async fn verify(
     let job = parse_transfer_message(message)?
         .pop()
         .ok_or("the event has no chunk")?;
-    let format = MediaFormat::infer(job.format_type.as_deref(), None, None, None);
+    let format = MediaFormat::infer(FormatHints {
+        event_format: job.format_type.as_deref(),
+        ..FormatHints::default()
+    });
     let names = job.blob_names(&BlobNameTemplate::default(), format);
     let client = blob_client(target.connection_string, target.container, http)?;
     let props = client
@@ -241,7 +244,10 @@ mod tests {
         let jobs = parse_transfer_message(&event.to_string()).unwrap();
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].document_id, "doc-1");
-        let format = MediaFormat::infer(jobs[0].format_type.as_deref(), None, None, None);
+        let format = MediaFormat::infer(FormatHints {
+            event_format: jobs[0].format_type.as_deref(),
+            ..FormatHints::default()
+        });
         assert!(jobs[0]
             .blob_names(&BlobNameTemplate::default(), format)
             .media

@@ -11,10 +11,11 @@
 //! The log says "deleted" only for a DELETE answered 2xx; refusals and failures are logged as
 //! delete failures.
 
-use super::{ArchiveSource, Transfer, TransferError};
+use super::origin::ArchiveSource;
+use super::{Transfer, TransferError};
 use crate::acs::{Access, Deleted};
 use crate::disposition::Disposition;
-use crate::recording::{ChunkJob, MediaFormat};
+use crate::recording::{ChunkJob, FormatHints, MediaFormat};
 
 impl Transfer {
     /// Deletes the recording from ACS if all its chunks are archived and verified. A transient
@@ -28,12 +29,11 @@ impl Transfer {
         };
         // Siblings are named like this chunk; GA events (the only ones with delete
         // locations) name their format.
-        let format = MediaFormat::infer(
-            job.format_type.as_deref(),
-            None,
-            job.content_type.as_deref(),
-            None,
-        );
+        let format = MediaFormat::infer(FormatHints {
+            event_format: job.format_type.as_deref(),
+            event_content: job.content_type.as_deref(),
+            ..FormatHints::default()
+        });
         if format == MediaFormat::UNKNOWN {
             tracing::warn!(document_id = %job.document_id, "recording format unknown; not deleting from ACS");
             return Ok(());

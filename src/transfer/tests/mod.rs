@@ -1,0 +1,413 @@
+//! The pipeline on in-memory fakes: byte-exact copies, resume, duplicates, conflicts, and
+//! `DELETE_AFTER_ARCHIVE`.
+
+mod fakes;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use super::hash::hex;
+use super::origin::META_SIZE;
+use super::{TransferError, TransferReport};
+use crate::config::BlobNameTemplate;
+use crate::disposition::Disposition;
+use crate::recording::{ChunkJob, ChunkSource, MediaFormat};
+use fakes::*;
+const MEDIA: &str = "2026/11/24/call-1/000-doc-1.mp4";
+
+#[tokio::test]
+async fn a_chunk_lands_byte_exact_with_its_record() {
+    let data = content(10 * BLOCK + 100);
+    let store = Arc::new(FakeStore::default());
+    let report = transfer(FakeReader::new(data.clone()), store.clone(), true)
+        .archive(&job(Some("Mp4")))
+        .await
+        .unwrap();
+    let sha = hex(&Sha256::digest(&data));
+    assert_eq!(
+        report,
+        TransferReport::Archived {
+            blob: MEDIA.into(),
+            bytes: data.len() as u64,
+            resumed_from: 0,
+            sha256: Some(sha.clone())
+        }
+    );
+    let (stored, content_type, meta) = store.committed(MEDIA).unwrap();
+    assert_eq!(stored, data);
+    assert_eq!(content_type, "video/mp4");
+    assert!(meta.contains(&(META_SIZE.to_string(), data.len().to_string())));
+    let (record, record_type, _) = store.committed(&format!("{MEDIA}.json")).unwrap();
+    assert_eq!(record_type, "application/json");
+    let record: Value = serde_json::from_slice(&record).unwrap();
+    assert_eq!(record["archive"]["sha256"], sha);
+    assert_eq!(record["archive"]["sizeBytes"], data.len() as u64);
+    assert_eq!(record["acsMetadata"]["chunkDocumentId"], "doc-1");
+    assert_eq!(store.stages.load(Ordering::SeqCst), 11);
+    assert!(
+        store.max_inflight.load(Ordering::SeqCst) <= 3,
+        "never more than parallel_blocks in flight"
+    );
+}
+
+#[tokio::test]
+async fn a_redelivery_finds_the_archive_and_copies_nothing() {
+    let data = content(3 * BLOCK);
+    let store = Arc::new(FakeStore::default());
+    let reader = FakeReader::new(data);
+    let t = transfer(reader.clone(), store.clone(), true);
+    t.archive(&job(Some("Mp4"))).await.unwrap();
+    let stages = store.stages.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        assert_eq!(
+            t.archive(&job(Some("Mp4"))).await.unwrap(),
+            TransferReport::AlreadyArchived { blob: MEDIA.into() }
+        );
+    }
+    assert_eq!(store.stages.load(Ordering::SeqCst), stages);
+    assert_eq!(
+        reader.opens.lock().unwrap().len(),
+        1,
+        "the media is not downloaded again"
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_transfer_resumes_after_its_staged_blocks() {
+    let data = content(8 * BLOCK + 7);
+    let store = Arc::new(FakeStore::default());
+    let reader = FakeReader::new(data.clone());
+    *reader.fail_after.lock().unwrap() = Some((5 * BLOCK + BLOCK / 2) as u64);
+    let t = transfer(reader.clone(), store.clone(), true);
+    let err = t.archive(&job(Some("Mp4"))).await.unwrap_err();
+    assert_eq!(err.disposition(), Disposition::Retry);
+    let staged_before = store.stages.load(Ordering::SeqCst);
+    assert!(staged_before >= 5, "{staged_before}");
+
+    let report = t.archive(&job(Some("Mp4"))).await.unwrap();
+    let TransferReport::Archived {
+        resumed_from,
+        sha256,
+        ..
+    } = report
+    else {
+        panic!("{report:?}")
+    };
+    assert_eq!(
+        resumed_from,
+        4 * BLOCK as u64,
+        "five blocks were staged; the last is sent again"
+    );
+    assert_eq!(sha256, None, "the hash of bytes not read again is unknown");
+    assert_eq!(*reader.opens.lock().unwrap(), vec![0, 4 * BLOCK as u64]);
+    assert_eq!(
+        store.stages.load(Ordering::SeqCst) - staged_before,
+        5,
+        "only blocks 4..=8 are uploaded again"
+    );
+    assert_eq!(store.committed(MEDIA).unwrap().0, data);
+    let record: Value =
+        serde_json::from_slice(&store.committed(&format!("{MEDIA}.json")).unwrap().0).unwrap();
+    assert!(record["archive"]["sha256Note"]
+        .as_str()
+        .unwrap()
+        .contains("resumed"));
+}
+
+#[tokio::test]
+async fn concurrent_duplicates_end_with_one_blob_and_no_error() {
+    let data = content(6 * BLOCK + 1);
+    let store = Arc::new(FakeStore::default());
+    let t = transfer(FakeReader::new(data.clone()), store.clone(), false);
+    let j = job(Some("Mp4"));
+    let results = futures_util::future::join_all((0..5).map(|_| t.archive(&j))).await;
+    let archived = results
+        .iter()
+        .filter(|r| matches!(r, Ok(TransferReport::Archived { .. })))
+        .count();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(archived, 1, "{results:?}");
+    assert_eq!(store.committed(MEDIA).unwrap().0, data);
+}
+
+#[tokio::test]
+async fn a_commit_whose_answer_was_lost_still_gets_its_record() {
+    let data = content(2 * BLOCK + 5);
+    let store = Arc::new(FakeStore::default());
+    store.lose_commit_answers.store(true, Ordering::SeqCst);
+    transfer(FakeReader::new(data.clone()), store.clone(), true)
+        .archive(&job(Some("Mp4")))
+        .await
+        .unwrap();
+    assert_eq!(store.committed(MEDIA).unwrap().0, data);
+    let (record, _, _) = store
+        .committed(&format!("{MEDIA}.json"))
+        .expect("the record is written although the commit answered 'already exists'");
+    let record: Value = serde_json::from_slice(&record).unwrap();
+    assert_eq!(record["archive"]["sizeBytes"], data.len() as u64);
+}
+
+#[tokio::test]
+async fn a_foreign_blob_under_our_name_is_never_overwritten() {
+    let store = Arc::new(FakeStore::default());
+    store
+        .blobs
+        .lock()
+        .unwrap()
+        .entry(MEDIA.into())
+        .or_default()
+        .committed = Some((Bytes::from_static(b"not ours"), "text/plain".into(), vec![]));
+    let err = transfer(FakeReader::new(content(BLOCK)), store, true)
+        .archive(&job(Some("Mp4")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransferError::Conflict { .. }), "{err}");
+    assert_eq!(err.disposition(), Disposition::Drop);
+}
+
+#[tokio::test]
+async fn format_comes_from_metadata_then_content_type() {
+    let store = Arc::new(FakeStore::default());
+    transfer(FakeReader::new(content(100)), store.clone(), true)
+        .archive(&job(None))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .committed("2026/11/24/call-1/000-doc-1.mp3")
+            .unwrap()
+            .1,
+        "audio/mpeg"
+    );
+}
+
+/// The jobs of a recording of `n` GA chunks `doc-0`, `doc-1`, ..., each object named like
+/// its document, every job listing every chunk.
+fn recording_jobs(n: u32) -> Vec<ChunkJob> {
+    use crate::recording::SiblingChunk;
+    let jobs: Vec<ChunkJob> = (0..n)
+        .map(|i| ChunkJob {
+            document_id: format!("doc-{i}"),
+            index: i,
+            ..ga_job(&format!("doc-{i}"))
+        })
+        .collect();
+    let siblings: Vec<SiblingChunk> = jobs
+        .iter()
+        .map(|j| SiblingChunk {
+            document_id: j.document_id.clone(),
+            index: j.index,
+            delete: match &j.source {
+                ChunkSource::Located { delete, .. } => delete.clone(),
+                ChunkSource::Preview => None,
+            },
+        })
+        .collect();
+    jobs.into_iter()
+        .map(|j| ChunkJob {
+            siblings: siblings.clone().into(),
+            ..j
+        })
+        .collect()
+}
+
+fn delete_url(object: &str) -> String {
+    format!("https://x.asm.skype.com/v1/objects/{object}/content/deletedata")
+}
+
+#[tokio::test]
+async fn a_recording_is_deleted_from_acs_only_when_every_chunk_is_archived() {
+    let store = Arc::new(FakeStore::default());
+    let reader = FakeReader::new(content(BLOCK + 3));
+    let t = transfer(reader.clone(), store.clone(), false);
+    let jobs = recording_jobs(2);
+
+    t.archive(&jobs[0]).await.unwrap();
+    assert!(
+        reader.deleted.lock().unwrap().is_empty(),
+        "chunk 1 is not archived yet"
+    );
+    // Chunk 1's media commits, then its record write fails (the job will be tried again),
+    // and a duplicate delivery of chunk 0 finds both media blobs committed.
+    store.failing_small_writes.store(1, Ordering::SeqCst);
+    t.archive(&jobs[1]).await.unwrap_err();
+    t.archive(&jobs[0]).await.unwrap();
+    assert!(
+        reader.deleted.lock().unwrap().is_empty(),
+        "chunk 1's record, with its ACS metadata, is not written yet"
+    );
+    t.archive(&jobs[1]).await.unwrap();
+    let record = format!(
+        "{}.json",
+        jobs[1]
+            .blob_names(&BlobNameTemplate::default(), MediaFormat::MP4)
+            .media
+    );
+    let record: Value = serde_json::from_slice(&store.committed(&record).unwrap().0).unwrap();
+    assert_eq!(
+        record["acsMetadata"]["chunkDocumentId"], "doc-1",
+        "{record}"
+    );
+    assert_eq!(
+        *reader.deleted.lock().unwrap(),
+        vec![delete_url("doc-0"), delete_url("doc-1")]
+    );
+
+    let mut without_set = ga_job("doc-9");
+    without_set.document_id = "doc-9".into();
+    t.archive(&without_set).await.unwrap();
+    assert_eq!(
+        reader.deleted.lock().unwrap().len(),
+        2,
+        "no sibling list, no delete"
+    );
+}
+
+#[tokio::test]
+async fn a_delete_names_only_objects_whose_bytes_are_in_the_container() {
+    let store = Arc::new(FakeStore::default());
+    let reader = FakeReader::new(content(100));
+    let t = transfer(reader.clone(), store.clone(), false);
+    let mut jobs = recording_jobs(2);
+    // Chunk 1's delete location, as chunk 0's job knows it, names another object than
+    // the one chunk 1 was archived from.
+    let foreign = Url::parse(&delete_url("someone-else")).unwrap();
+    let mut known: Vec<_> = jobs[0].siblings.to_vec();
+    known[1].delete = Some(foreign);
+    jobs[0].siblings = known.into();
+    t.archive(&jobs[0]).await.unwrap();
+    t.archive(&jobs[1]).await.unwrap();
+    t.archive(&jobs[0]).await.unwrap();
+    assert_eq!(
+        *reader.deleted.lock().unwrap(),
+        vec![delete_url("doc-0"), delete_url("doc-1")],
+        "only chunk 1's job, which names the verified objects, deleted"
+    );
+}
+
+#[tokio::test]
+async fn a_redelivery_after_acs_deleted_the_chunk_succeeds_without_asking_acs() {
+    let store = Arc::new(FakeStore::default());
+    let reader = FakeReader::new(content(2 * BLOCK));
+    let t = transfer(reader.clone(), store.clone(), false);
+    let jobs = recording_jobs(1);
+    t.archive(&jobs[0]).await.unwrap();
+    reader.gone.store(true, Ordering::SeqCst);
+    let reads = reader.acs_reads();
+    for _ in 0..3 {
+        assert_eq!(
+            t.archive(&jobs[0]).await.unwrap(),
+            TransferReport::AlreadyArchived {
+                blob: "2026/11/24/call-1/000-doc-0.mp4".into()
+            }
+        );
+    }
+    assert_eq!(reader.acs_reads(), reads, "no GET to ACS");
+}
+
+#[tokio::test]
+async fn a_404_after_a_concurrent_archive_is_success_and_without_one_it_is_permanent() {
+    let store = Arc::new(FakeStore::default());
+    let reader = FakeReader::new(content(BLOCK));
+    let t = transfer(reader.clone(), store.clone(), false);
+    let job = ga_job("doc-1");
+    t.archive(&job).await.unwrap();
+    // Another instance archives and deletes between our look at the container and our
+    // request to ACS: the first look misses, ACS answers 404, the second look finds it.
+    store.blind_lookups.store(1, Ordering::SeqCst);
+    reader.gone.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        t.archive(&job).await.unwrap(),
+        TransferReport::AlreadyArchived { .. }
+    ));
+    // Never archived and gone from ACS: a permanent failure.
+    let mut never = ga_job("doc-2");
+    never.document_id = "doc-2".into();
+    let err = t.archive(&never).await;
+    let err = match err {
+        Err(e) => e,
+        Ok(r) => panic!("{r:?}"),
+    };
+    assert!(err.is_not_found(), "{err}");
+    assert_eq!(err.disposition(), Disposition::Drop);
+}
+
+#[tokio::test]
+async fn the_same_chunk_from_another_object_is_a_conflict_and_nothing_is_deleted() {
+    let store = Arc::new(FakeStore::default());
+    let reader = FakeReader::new(content(BLOCK + 1));
+    let t = transfer(reader.clone(), store.clone(), false);
+    t.archive(&ga_job("doc-1")).await.unwrap();
+    let deletes = reader.deleted.lock().unwrap().len();
+    let reads = reader.acs_reads();
+    // Same documentId, call and date, so the same blob name, but another object.
+    let mut other = ga_job("victim-object");
+    other.siblings = vec![crate::recording::SiblingChunk {
+        document_id: other.document_id.clone(),
+        index: 0,
+        delete: Some(Url::parse(&delete_url("victim-object")).unwrap()),
+    }]
+    .into();
+    let err = t.archive(&other).await.unwrap_err();
+    let TransferError::Conflict {
+        recorded, expected, ..
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    assert!(recorded.contains("x.asm.skype.com/doc-1"), "{recorded}");
+    assert!(
+        expected.contains("x.asm.skype.com/victim-object"),
+        "{expected}"
+    );
+    assert_eq!(err.disposition(), Disposition::Drop);
+    assert_eq!(reader.deleted.lock().unwrap().len(), deletes, "no DELETE");
+    assert_eq!(reader.acs_reads(), reads, "its media is never fetched");
+}
+
+#[tokio::test]
+async fn blocks_staged_from_another_source_are_not_reused() {
+    let data = content(6 * BLOCK);
+    let store = Arc::new(FakeStore::default());
+    let reader = FakeReader::new(data.clone());
+    *reader.fail_after.lock().unwrap() = Some((4 * BLOCK) as u64);
+    let t = transfer(reader.clone(), store.clone(), true);
+    t.archive(&ga_job("first-object")).await.unwrap_err();
+    assert!(store.stages.load(Ordering::SeqCst) >= 3);
+    let report = t.archive(&ga_job("second-object")).await.unwrap();
+    let TransferReport::Archived {
+        resumed_from,
+        sha256,
+        ..
+    } = report
+    else {
+        panic!("{report:?}")
+    };
+    assert_eq!(resumed_from, 0, "another source starts over");
+    assert_eq!(sha256, Some(hex(&Sha256::digest(&data))));
+}
+
+#[test]
+fn chunk_urls_that_are_not_recordings_are_refused_before_any_request() {
+    let reader = FakeReader::new(content(10));
+    let store = Arc::new(FakeStore::default());
+    let t = transfer(reader.clone(), store, false);
+    let mut job = ga_job("doc-1");
+    job.source = ChunkSource::Located {
+        content: Url::parse("https://contoso.communication.azure.com/phoneNumbers?api-version=2022-12-01").unwrap(),
+        metadata: None,
+        delete: Some(Url::parse("https://contoso.communication.azure.com/identities/8:acs:victim?api-version=2023-10-01").unwrap()),
+    };
+    let err = futures_util::FutureExt::now_or_never(t.archive(&job))
+        .expect("refused without any I/O")
+        .unwrap_err();
+    assert!(matches!(err, TransferError::Refused { .. }), "{err}");
+    assert_eq!(err.disposition(), Disposition::Drop);
+    assert_eq!(reader.acs_reads(), 0);
+    assert!(reader.deleted.lock().unwrap().is_empty());
+}
