@@ -126,12 +126,13 @@ impl ChunkArchiver for QueueIntake {
     }
 }
 
-/// The queue message for `job`, under the queue's 64 KiB limit. The sibling list (needed only
-/// by `DELETE_AFTER_ARCHIVE`) travels in every job of a recording, so a recording of many
-/// chunks would make each message, and all of them together, grow with the chunk count: when
-/// the list does not fit, the job is sent without it, and the recording is archived but left
-/// to ACS's own 24 h retention (logged). A job too large even then (strings near the event's
-/// limits) can never be enqueued: it is refused as permanent.
+/// The queue message for `job`, under the queue's 64 KiB limit. The sibling list (needed by
+/// the manifest and `DELETE_AFTER_ARCHIVE`) travels in every job of a recording, so a
+/// recording of many chunks would make each message, and all of them together, grow with the
+/// chunk count: when the list does not fit, the job is sent without it, and the recording is
+/// archived without a manifest and left to ACS's own 24 h retention (logged). A job too large
+/// even then (strings near the event's limits) can never be enqueued: it is refused as
+/// permanent.
 fn queue_message(queue: &QueueClient, job: &ChunkJob) -> Result<String, ArchiveError> {
     let encode = |job: &ChunkJob| {
         serde_json::to_string(job).map_err(|e| ArchiveError {
@@ -149,7 +150,7 @@ fn queue_message(queue: &QueueClient, job: &ChunkJob) -> Result<String, ArchiveE
     };
     let text = encode(&bare)?;
     if !job.siblings.is_empty() && queue.fits(&text) {
-        tracing::warn!(chunks = job.siblings.len(), "the recording's chunk list does not fit in a queue message: it will be archived but not deleted from ACS (left to its 24 h retention)");
+        tracing::warn!(chunks = job.siblings.len(), "the recording's chunk list does not fit in a queue message: it will be archived, but without a manifest and not deleted from ACS (left to its 24 h retention)");
         return Ok(text);
     }
     let error = QueueError::TooLarge {

@@ -20,6 +20,7 @@
 //! | [`storage`] | the Storage REST transport: SharedKey/SAS/bearer auth, retries, [`storage::StorageError`] with status, code and request id |
 //! | [`blob`] | Blob operations over the transport: blocks, block lists, properties |
 //! | [`queue`] | Queue operations over the transport: Put Message for queue mode, the start-up probe |
+//! | [`catalog`] | blob index tags, Find Blobs by Tags selections, recording manifests, the headers archived blobs are written with |
 //! | [`preflight`] | the start-up storage probe: container and queues usable, else the setting or role to fix |
 //! | [`transfer`] | one chunk from ACS into blocks and a create-only commit: exactly once, resumable, bounded memory |
 //! | [`eventgrid`] | Event Grid and CloudEvents delivery schemas, handshakes, classification (pure) |
@@ -37,6 +38,7 @@
 pub mod acs;
 pub mod app;
 pub mod blob;
+pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -169,10 +169,10 @@ pub struct ChunkJob {
     /// Where to fetch the chunk.
     pub source: ChunkSource,
     /// Every chunk of the recording (this one included), so whichever chunk finishes last can
-    /// tell that the whole recording is archived and delete it (`DELETE_AFTER_ARCHIVE`).
-    /// Shared by all jobs of the event. Empty when the recording can never be deleted by us:
-    /// a chunk of the event was unreadable (the set is incomplete), or not every chunk has a
-    /// `deleteLocation`, or (queue mode) the list does not fit in a queue message.
+    /// tell that the whole recording is archived: it writes the manifest and, when every
+    /// chunk has a `deleteLocation`, deletes the recording (`DELETE_AFTER_ARCHIVE`). Shared by
+    /// all jobs of the event. Empty when the set is unknown: a chunk of the event was
+    /// unreadable, or (queue mode) the list does not fit in a queue message.
     #[serde(default, skip_serializing_if = "<[SiblingChunk]>::is_empty")]
     pub siblings: Siblings,
 }
@@ -489,24 +489,22 @@ pub fn parse_recording_data(
         }
     }
     parsed.jobs.sort_by_key(|j| j.index);
-    // Only what `DELETE_AFTER_ARCHIVE` can use: a complete set whose every chunk can be deleted.
-    let deletes: Option<Vec<SiblingChunk>> = parsed
-        .jobs
-        .iter()
-        .map(|j| match &j.source {
-            ChunkSource::Located {
-                delete: Some(delete),
-                ..
-            } => Some(SiblingChunk {
+    // Only a complete set: the manifest and `DELETE_AFTER_ARCHIVE` both act on "every chunk
+    // is archived", which an event with an unreadable chunk can never prove.
+    if parsed.rejected.is_empty() {
+        let siblings: Siblings = parsed
+            .jobs
+            .iter()
+            .map(|j| SiblingChunk {
                 document_id: j.document_id.clone(),
                 index: j.index,
-                delete: Some(delete.clone()),
-            }),
-            _ => None,
-        })
-        .collect();
-    if let Some(siblings) = deletes.filter(|_| parsed.rejected.is_empty()) {
-        let siblings = Siblings::from(siblings);
+                delete: match &j.source {
+                    ChunkSource::Located { delete, .. } => delete.clone(),
+                    ChunkSource::Preview => None,
+                },
+            })
+            .collect::<Vec<_>>()
+            .into();
         for job in &mut parsed.jobs {
             job.siblings = siblings.clone();
         }

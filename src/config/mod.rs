@@ -6,6 +6,7 @@
 //! `Debug` and `Display` print `***`.
 
 pub mod acs;
+pub mod archive;
 pub mod front;
 pub mod naming;
 pub mod storage;
@@ -14,6 +15,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use acs::AcsSettings;
+pub use archive::ArchiveSettings;
 pub use front::{ServerLimits, WebhookAuth, WebhookKeys};
 pub use naming::BlobNameTemplate;
 pub use storage::StorageSettings;
@@ -312,6 +314,8 @@ pub struct Settings {
     pub blob_name_template: BlobNameTemplate,
     /// `TRANSFER_*`.
     pub transfer: TransferSettings,
+    /// Tier, encryption scope, WORM and `ARCHIVED_NOTIFY_QUEUE`.
+    pub archive: ArchiveSettings,
     /// `HTTP_*`: what the handler's HTTP server grants one client.
     pub server: ServerLimits,
     /// `WEBHOOK_KEYS` and `WEBHOOK_ALLOW_ANONYMOUS`, for the Lambda front end.
@@ -358,6 +362,7 @@ impl Settings {
                 Some(t) => BlobNameTemplate::parse(&t)?,
             },
             transfer: TransferSettings::load(lookup)?,
+            archive: ArchiveSettings::load(lookup)?,
             server: front::load_server_limits(lookup)?,
             webhook_keys: front::load_webhook_keys(lookup)?,
             log_format: parse_choice(lookup, LOG_FORMAT, LogFormat::Text)?,

@@ -1,0 +1,199 @@
+//! The archive as a catalog: every archived blob carries blob index tags ([`tags`]), so
+//! recordings are found by call, server call, recording or start date with Find Blobs by Tags
+//! instead of listing the container; a recording whose chunks are all archived gets a
+//! [`manifest`]; and the headers every archived blob is written with live in [`write`].
+//!
+//! The selection `archiver find` and `archiver verify` share is a [`Selector`]: in goes a
+//! call, server call, recording or start-date range; out come the recordings it matches, each
+//! with its chunks' blob names, sizes and SHA-256, and whether it is complete (its manifest
+//! exists, or every chunk's record does).
+//!
+//! | file | job |
+//! |---|---|
+//! | [`tags`] | tag derivation and validation, `x-ms-tags`, `where` expressions (pure) |
+//! | [`manifest`] | the manifest model, its name, the notification message (pure) |
+//! | [`write`] | tier, encryption scope, WORM and tag headers for a commit (pure) |
+
+pub mod manifest;
+pub mod tags;
+pub mod write;
+
+use crate::blob::BlobError;
+use crate::recording::CallIds;
+use tags::{BadTagValue, BlobKind, Condition, TagQuery};
+
+/// Which recordings to select.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// `--call ID`: the call id of the event subject.
+    Call(String),
+    /// `--server-call ID`.
+    ServerCall(String),
+    /// `--recording ID`.
+    Recording(String),
+    /// `--since DATE [--until DATE]`: recordings that started in `[since, until)`, as
+    /// `recordingStart` tag values (UTC, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ`).
+    Started {
+        /// Inclusive lower bound.
+        since: String,
+        /// Exclusive upper bound.
+        until: Option<String>,
+    },
+}
+
+/// A selector that cannot be asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    /// An id no tag can hold, so no blob can carry it.
+    #[error(transparent)]
+    BadValue(#[from] BadTagValue),
+    /// A date that is neither `YYYY-MM-DD` nor RFC 3339.
+    #[error("`{0}` is not a date (YYYY-MM-DD) or a time (RFC 3339)")]
+    BadDate(String),
+}
+
+impl Selector {
+    /// `--since`/`--until` from the command line: a date means its whole day (`--until
+    /// 2026-11-24` includes that day), a time (RFC 3339, any offset) that instant, in UTC.
+    pub fn started(since: &str, until: Option<&str>) -> Result<Selector, SelectorError> {
+        Ok(Selector::Started {
+            since: bound(since, false)?,
+            until: until.map(|u| bound(u, true)).transpose()?,
+        })
+    }
+
+    /// The `where` expression that finds this selection's blobs of `kind`.
+    pub fn query(&self, kind: BlobKind) -> Result<TagQuery, SelectorError> {
+        let mut conditions = match self {
+            Selector::Call(id) => vec![Condition::equals(tags::CALL_ID, id)?],
+            Selector::ServerCall(id) => vec![Condition::equals(tags::SERVER_CALL_ID, id)?],
+            Selector::Recording(id) => vec![Condition::equals(tags::RECORDING_ID, id)?],
+            Selector::Started { since, until } => {
+                let mut c = vec![Condition::at_least(tags::RECORDING_START, since)?];
+                if let Some(until) = until {
+                    c.push(Condition::below(tags::RECORDING_START, until)?);
+                }
+                c
+            }
+        };
+        conditions.push(Condition::equals(tags::KIND, kind.as_str())?);
+        Ok(TagQuery(conditions))
+    }
+}
+
+/// A `recordingStart` bound: a date's first second, or (for an inclusive `until` date) the
+/// next day's; a time as its tag value.
+fn bound(text: &str, next_day: bool) -> Result<String, SelectorError> {
+    let bad = || SelectorError::BadDate(text.chars().take(80).collect());
+    let date_format = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(date) = time::Date::parse(text, &date_format) {
+        let date = if next_day {
+            date.next_day().ok_or_else(bad)?
+        } else {
+            date
+        };
+        return date.format(&date_format).map_err(|_| bad());
+    }
+    tags::start_tag(text).ok_or_else(bad)
+}
+
+/// One archived chunk, as its record tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedChunk {
+    /// Chunk index.
+    pub index: u32,
+    /// Its `documentId`.
+    pub document_id: String,
+    /// The media blob.
+    pub media_blob: String,
+    /// The record blob (`<media>.json`).
+    pub record_blob: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// Hex SHA-256, when it was computed.
+    pub sha256: Option<String>,
+    /// When it was archived (RFC 3339).
+    pub archived_at: Option<String>,
+}
+
+/// One recording and what the archive holds of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedRecording {
+    /// The recording event's id: what ties its chunks together.
+    pub event_id: String,
+    /// Call, server call and recording ids.
+    pub call: CallIds,
+    /// `recordingStartTime`.
+    pub recording_start_time: Option<String>,
+    /// How many chunks the recording has, as its records say.
+    pub chunk_count: Option<u32>,
+    /// The chunks found, in index order.
+    pub chunks: Vec<ArchivedChunk>,
+    /// The manifest blob, once written.
+    pub manifest: Option<String>,
+}
+
+impl ArchivedRecording {
+    /// Complete: the manifest exists, or a record exists for every chunk index.
+    pub fn is_complete(&self) -> bool {
+        self.manifest.is_some()
+            || self
+                .chunk_count
+                .is_some_and(|n| (0..n).all(|i| self.chunks.iter().any(|c| c.index == i)))
+    }
+
+    /// Sum of chunk sizes.
+    pub fn total_bytes(&self) -> u64 {
+        self.chunks.iter().map(|c| c.size_bytes).sum()
+    }
+}
+
+/// Why a selection could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The selector cannot be asked for.
+    #[error(transparent)]
+    Selector(#[from] SelectorError),
+    /// A Blob call failed.
+    #[error(transparent)]
+    Storage(#[from] BlobError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_become_tag_queries_for_one_kind() {
+        assert_eq!(
+            Selector::Call("c-1".into())
+                .query(BlobKind::Record)
+                .unwrap()
+                .to_string(),
+            "\"callId\" = 'c-1' AND \"kind\" = 'record'"
+        );
+        assert_eq!(
+            Selector::started("2026-11-24", Some("2026-11-30"))
+                .unwrap()
+                .query(BlobKind::Manifest)
+                .unwrap()
+                .to_string(),
+            "\"recordingStart\" >= '2026-11-24' AND \"recordingStart\" < '2026-12-01' AND \"kind\" = 'manifest'"
+        );
+        assert_eq!(
+            Selector::started("2026-11-24T10:00:00+01:00", None).unwrap(),
+            Selector::Started {
+                since: "2026-11-24T09:00:00Z".into(),
+                until: None
+            }
+        );
+        assert!(matches!(
+            Selector::started("last tuesday", None),
+            Err(SelectorError::BadDate(_))
+        ));
+        assert!(matches!(
+            Selector::Recording("r' OR 'x'='x".into()).query(BlobKind::Record),
+            Err(SelectorError::BadValue(_))
+        ));
+    }
+}
