@@ -81,6 +81,7 @@ fn audio_options() -> BlobCommitOptions {
             ("chunkindex".into(), "0".into()),
         ],
         if_none_match_star: true,
+        ..Default::default()
     }
 }
 
@@ -248,6 +249,7 @@ async fn connection_string_settings_build_a_working_client() {
         content_type: Some("application/json".into()),
         metadata: vec![],
         if_none_match_star: true,
+        ..Default::default()
     };
     let body = Bytes::from_static(br#"{"recordingId":"r1"}"#);
     let first = c

@@ -22,7 +22,7 @@ use url::Url;
 
 use super::model::{
     check_blob_name, commit_headers, BlobCommitOptions, BlobProperties, BlockId, BlockList,
-    CommitOutcome, CreateOutcome, MS_BLOB_CONTENT_TYPE, MS_META_PREFIX,
+    CommitOutcome, ContainerProperties, CreateOutcome, MS_BLOB_CONTENT_TYPE, MS_META_PREFIX,
 };
 use super::xml;
 use crate::clock::Clock;
@@ -38,6 +38,8 @@ pub const MAX_PUT_BLOB_BYTES: usize = 5000 * 1024 * 1024;
 const MS_BLOB_TYPE: HeaderName = HeaderName::from_static("x-ms-blob-type");
 const MS_BLOB_CONTENT_LENGTH: &str = "x-ms-blob-content-length";
 const CONTENT_MD5: HeaderName = HeaderName::from_static("content-md5");
+const MS_RANGE: HeaderName = HeaderName::from_static("x-ms-range");
+const MS_IMMUTABLE_WITH_VERSIONING: &str = "x-ms-immutable-storage-with-versioning-enabled";
 
 /// Blob REST calls on one container.
 #[derive(Clone)]
@@ -296,6 +298,91 @@ impl BlobClient {
             metadata,
             etag: response.header(ETAG.as_str()),
         }))
+    }
+
+    /// Get Blob of a small blob (a record, a manifest): its bytes, or `None` when it does not
+    /// exist. Asks for at most `max_bytes` (`x-ms-range`), so a blob that grew beyond what the
+    /// caller can hold costs nothing to refuse.
+    pub async fn get_blob_small(
+        &self,
+        blob: &str,
+        max_bytes: usize,
+    ) -> Result<Option<Bytes>, StorageError> {
+        let range = HeaderValue::from_str(&format!("bytes=0-{}", max_bytes.saturating_sub(1)))
+            .expect("a byte range is a header value");
+        let request = self
+            .request("Get Blob", Some(blob), Method::GET, "")?
+            .expect(&[StatusCode::NOT_FOUND, StatusCode::RANGE_NOT_SATISFIABLE])
+            .header(MS_RANGE, range);
+        let response = self.transport.send(&request).await?;
+        match response.status {
+            // An empty blob has no byte 0.
+            StatusCode::RANGE_NOT_SATISFIABLE => return Ok(Some(Bytes::new())),
+            StatusCode::NOT_FOUND => {
+                return match response.error_code().as_deref() {
+                    None | Some("BlobNotFound") => Ok(None),
+                    Some(_) => Err(request.service_error(&response)),
+                }
+            }
+            _ => {}
+        }
+        let total = response
+            .header("content-range")
+            .and_then(|v| {
+                v.rsplit_once('/')
+                    .and_then(|(_, t)| t.trim().parse::<u64>().ok())
+            })
+            .unwrap_or(response.body.len() as u64);
+        if total > max_bytes as u64 {
+            return Err(request.invalid(format!(
+                "{total} bytes is more than the {max_bytes} this read accepts"
+            )));
+        }
+        Ok(Some(response.body))
+    }
+
+    /// Find Blobs by Tags in Container (version 2021-04-10 and later): the names of this
+    /// container's blobs whose index tags match `expression`, every page (`marker`).
+    pub async fn find_blobs_by_tags(&self, expression: &str) -> Result<Vec<String>, StorageError> {
+        let mut names = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let mut query = format!(
+                "restype=container&comp=blobs&where={}",
+                utf8_percent_encode(expression, NON_ALPHANUMERIC)
+            );
+            if let Some(m) = &marker {
+                query.push_str("&marker=");
+                query.extend(utf8_percent_encode(m, NON_ALPHANUMERIC));
+            }
+            let request = self.request("Find Blobs by Tags", None, Method::GET, &query)?;
+            let response = self.transport.send(&request).await?;
+            let text = std::str::from_utf8(&response.body)
+                .map_err(|_| request.unexpected(&response, "body is not UTF-8".into()))?;
+            let (page, next) = xml::parse_tagged_blobs(text)
+                .map_err(|e| request.unexpected(&response, e.to_string()))?;
+            names.extend(page);
+            match next {
+                Some(next) if Some(&next) != marker.as_ref() => marker = Some(next),
+                _ => return Ok(names),
+            }
+        }
+    }
+
+    /// Get Container Properties: what the start-up probe must know before writing WORM blobs.
+    pub async fn container_properties(&self) -> Result<ContainerProperties, StorageError> {
+        let request = self.request(
+            "Get Container Properties",
+            None,
+            Method::HEAD,
+            "restype=container",
+        )?;
+        let response = self.transport.send(&request).await?;
+        Ok(ContainerProperties {
+            version_level_worm: response
+                .header(MS_IMMUTABLE_WITH_VERSIONING)
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
+        })
     }
 
     /// A read of `blob`: `None` when the service says 404 `BlobNotFound`; any other 404 (the

@@ -17,5 +17,6 @@ mod xml;
 
 pub use client::{BlobClient, MAX_PUT_BLOB_BYTES};
 pub use model::{
-    BlobCommitOptions, BlobProperties, BlockId, BlockList, CommitOutcome, CreateOutcome,
+    BlobCommitOptions, BlobProperties, BlockId, BlockList, CommitOutcome, ContainerProperties,
+    CreateOutcome,
 };

@@ -65,6 +65,17 @@ pub struct BlobCommitOptions {
     pub metadata: Vec<(String, String)>,
     /// Send `If-None-Match: *`: create only, never overwrite.
     pub if_none_match_star: bool,
+    /// More `x-ms-*` headers for the write: index tags, access tier, encryption scope,
+    /// immutability policy, legal hold (see [`crate::catalog::write`]).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// What Get Container Properties tells about a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerProperties {
+    /// `x-ms-immutable-storage-with-versioning-enabled`: blobs in it can carry a version-level
+    /// immutability policy or legal hold. Absent (as from Azurite) means no.
+    pub version_level_worm: bool,
 }
 
 /// What Create Container found.
@@ -166,6 +177,11 @@ pub(crate) fn commit_headers(options: &BlobCommitOptions) -> Result<HeaderMap, S
             }
         }
     }
+    for (name, value) in &options.headers {
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("`{name}` value is not a header value"))?;
+        headers.insert(HeaderName::from_static(name), value);
+    }
     if options.if_none_match_star {
         headers.insert(IF_NONE_MATCH, HeaderValue::from_static("*"));
     }
@@ -207,11 +223,13 @@ mod tests {
                 ("chunk2".into(), "0".into()),
             ],
             if_none_match_star: true,
+            headers: vec![("x-ms-tags", "callId=c-1".into())],
         };
         let h = commit_headers(&ok).unwrap();
         assert_eq!(h["x-ms-blob-content-type"], "audio/mpeg");
         assert_eq!(h["x-ms-meta-callid"], "abc-123");
         assert_eq!(h[IF_NONE_MATCH], "*");
+        assert_eq!(h["x-ms-tags"], "callId=c-1");
         for (name, value) in [
             ("CallId", "x"),
             ("call-id", "x"),

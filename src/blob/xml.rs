@@ -55,6 +55,34 @@ pub(crate) fn parse_block_list(xml: &str) -> Result<BlockLists, XmlError> {
     Ok((committed, uncommitted))
 }
 
+/// Reads a Find Blobs by Tags answer:
+/// `<EnumerationResults><Blobs><Blob><Name>..</Name>...</Blob></Blobs><NextMarker>..</NextMarker>`,
+/// giving the blob names and the marker of the next page (`None` on the last page).
+pub(crate) fn parse_tagged_blobs(xml: &str) -> Result<(Vec<String>, Option<String>), XmlError> {
+    let events = events(xml)?;
+    if events.first() != Some(&Event::Start("EnumerationResults")) {
+        return Err(XmlError("not an enumeration result"));
+    }
+    let (mut names, mut marker) = (Vec::new(), None);
+    let mut path: Vec<&str> = Vec::new();
+    for event in events {
+        match event {
+            Event::Start(tag) => path.push(tag),
+            Event::End(_) => {
+                path.pop();
+            }
+            Event::Text(text) => match path.as_slice() {
+                ["EnumerationResults", "Blobs", "Blob", "Name"] => names.push(text.into_owned()),
+                ["EnumerationResults", "NextMarker"] if !text.trim().is_empty() => {
+                    marker = Some(text.trim().to_string())
+                }
+                _ => {}
+            },
+        }
+    }
+    Ok((names, marker))
+}
+
 /// The Put Block List body committing `ids` in order; `Latest` takes each block's newest
 /// upload, committed or not. Base64 ids need no escaping.
 pub(crate) fn block_list_body<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
@@ -71,6 +99,22 @@ pub(crate) fn block_list_body<'a>(ids: impl IntoIterator<Item = &'a str>) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tagged_blobs_and_the_next_marker_are_read() {
+        let xml = "\u{feff}<?xml version=\"1.0\" encoding=\"utf-8\"?><EnumerationResults \
+            ServiceEndpoint=\"http://127.0.0.1:10000/devstoreaccount1\" ContainerName=\"rec\">\
+            <Where>\"callId\" = &apos;c-1&apos;</Where><Blobs><Blob><Name>a/000 x&amp;y.mp4</Name>\
+            <ContainerName>rec</ContainerName><Tags><TagSet><Tag><Key>callId</Key><Value>c-1</Value>\
+            </Tag></TagSet></Tags></Blob><Blob><Name>a/000.mp4.json</Name></Blob></Blobs>\
+            <NextMarker>2!72!MDAw</NextMarker></EnumerationResults>";
+        let (names, marker) = parse_tagged_blobs(xml).unwrap();
+        assert_eq!(names, ["a/000 x&y.mp4", "a/000.mp4.json"]);
+        assert_eq!(marker.as_deref(), Some("2!72!MDAw"));
+        let last = "<EnumerationResults><Blobs/><NextMarker/></EnumerationResults>";
+        assert_eq!(parse_tagged_blobs(last).unwrap(), (vec![], None));
+        assert!(parse_tagged_blobs("<BlockList/>").is_err());
+    }
 
     #[test]
     fn block_list_with_both_sections_in_order() {

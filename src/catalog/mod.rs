@@ -3,8 +3,9 @@
 //! instead of listing the container; a recording whose chunks are all archived gets a
 //! [`manifest`]; and the headers every archived blob is written with live in [`write`].
 //!
-//! The selection `archiver find` and `archiver verify` share is a [`Selector`]: in goes a
-//! call, server call, recording or start-date range; out come the recordings it matches, each
+//! [`find`] is the selection `archiver find` and `archiver verify` share: in goes a
+//! [`Selector`] (a call, server call, recording or start-date range); out come the recordings
+//! it matches, each
 //! with its chunks' blob names, sizes and SHA-256, and whether it is complete (its manifest
 //! exists, or every chunk's record does).
 //!
@@ -18,8 +19,13 @@ pub mod manifest;
 pub mod tags;
 pub mod write;
 
-use crate::blob::BlobError;
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::blob::BlobClient;
 use crate::recording::CallIds;
+use crate::storage::StorageError;
 use tags::{BadTagValue, BlobKind, Condition, TagQuery};
 
 /// Which recordings to select.
@@ -156,12 +162,126 @@ pub enum CatalogError {
     Selector(#[from] SelectorError),
     /// A Blob call failed.
     #[error(transparent)]
-    Storage(#[from] BlobError),
+    Storage(#[from] StorageError),
+}
+
+/// The part of an archive record a catalog reads.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RecordHead {
+    archive: RecordArchive,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RecordArchive {
+    source_event_id: String,
+    document_id: String,
+    chunk_index: u32,
+    #[serde(default)]
+    chunk_count: Option<u32>,
+    media_blob: String,
+    size_bytes: u64,
+    #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default)]
+    finished_at: Option<String>,
+    #[serde(default)]
+    call: CallIds,
+    #[serde(default)]
+    recording_start_time: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestHead {
+    event_id: String,
+}
+
+/// Groups records (`(record blob, its JSON)`) and manifests (`(blob, its JSON)`) into
+/// recordings, ordered by start time then event id. Unreadable documents are skipped with a
+/// warning: a catalog lists what it can prove.
+fn group(records: &[(String, Vec<u8>)], manifests: &[(String, Vec<u8>)]) -> Vec<ArchivedRecording> {
+    let mut by_event: BTreeMap<String, ArchivedRecording> = BTreeMap::new();
+    for (blob, body) in records {
+        let head: RecordHead = match serde_json::from_slice(body) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(blob = %blob, error = %e, "not an archive record; skipped");
+                continue;
+            }
+        };
+        let a = head.archive;
+        let entry = by_event
+            .entry(a.source_event_id.clone())
+            .or_insert_with(|| ArchivedRecording {
+                event_id: a.source_event_id.clone(),
+                call: a.call.clone(),
+                recording_start_time: a.recording_start_time.clone(),
+                chunk_count: a.chunk_count,
+                chunks: Vec::new(),
+                manifest: None,
+            });
+        entry.chunk_count = entry.chunk_count.max(a.chunk_count);
+        entry.chunks.push(ArchivedChunk {
+            index: a.chunk_index,
+            document_id: a.document_id,
+            media_blob: a.media_blob,
+            record_blob: blob.clone(),
+            size_bytes: a.size_bytes,
+            sha256: a.sha256,
+            archived_at: a.finished_at,
+        });
+    }
+    for (blob, body) in manifests {
+        match serde_json::from_slice::<ManifestHead>(body) {
+            Ok(head) => {
+                if let Some(r) = by_event.get_mut(&head.event_id) {
+                    r.manifest = Some(blob.clone());
+                }
+            }
+            Err(e) => tracing::warn!(blob = %blob, error = %e, "not a manifest; skipped"),
+        }
+    }
+    let mut out: Vec<_> = by_event.into_values().collect();
+    for r in &mut out {
+        r.chunks
+            .sort_by(|a, b| (a.index, &a.document_id).cmp(&(b.index, &b.document_id)));
+    }
+    out.sort_by(|a, b| {
+        (&a.recording_start_time, &a.event_id).cmp(&(&b.recording_start_time, &b.event_id))
+    });
+    out
+}
+
+/// The recordings `selector` matches in `client`'s container, each with its chunks: two Find
+/// Blobs by Tags queries (records, manifests), then one small read per record and manifest.
+pub async fn find(
+    client: &BlobClient,
+    selector: &Selector,
+) -> Result<Vec<ArchivedRecording>, CatalogError> {
+    let read = |kind| async move {
+        let query = selector.query(kind)?.to_string();
+        let mut docs = Vec::new();
+        for blob in client.find_blobs_by_tags(&query).await? {
+            if let Some(body) = client
+                .get_blob_small(&blob, manifest::MAX_RECORD_BYTES)
+                .await?
+            {
+                docs.push((blob, body.to_vec()));
+            }
+        }
+        Ok::<_, CatalogError>(docs)
+    };
+    let records = read(BlobKind::Record).await?;
+    let manifests = read(BlobKind::Manifest).await?;
+    Ok(group(&records, &manifests))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn selectors_become_tag_queries_for_one_kind() {
@@ -195,5 +315,44 @@ mod tests {
             Selector::Recording("r' OR 'x'='x".into()).query(BlobKind::Record),
             Err(SelectorError::BadValue(_))
         ));
+    }
+
+    fn record(event: &str, index: u32, count: u32) -> (String, Vec<u8>) {
+        let blob = format!("d/{index:03}-doc-{index}.mp4.json");
+        let body = json!({"acsMetadata": null, "archive": {
+            "sourceEventId": event, "documentId": format!("doc-{index}"), "chunkIndex": index,
+            "chunkCount": count, "mediaBlob": format!("d/{index:03}-doc-{index}.mp4"),
+            "sizeBytes": 10 + index, "sha256": "ab", "finishedAt": "2026-11-24T10:00:00Z",
+            "call": {"callId": "c-1"}, "recordingStartTime": "2026-11-24T09:00:00Z"}});
+        (blob, serde_json::to_vec(&body).unwrap())
+    }
+
+    #[test]
+    fn records_group_into_recordings_complete_when_every_chunk_or_the_manifest_is_there() {
+        let records = vec![
+            record("e-2", 1, 2),
+            record("e-1", 0, 2),
+            record("e-2", 0, 2),
+            ("junk.json".into(), b"{}".to_vec()),
+        ];
+        let found = group(&records, &[]);
+        assert_eq!(found.len(), 2);
+        let e2 = found.iter().find(|r| r.event_id == "e-2").unwrap();
+        assert!(e2.is_complete());
+        assert_eq!(e2.total_bytes(), 21);
+        assert_eq!(e2.chunks[0].index, 0);
+        assert_eq!(e2.chunks[0].media_blob, "d/000-doc-0.mp4");
+        assert_eq!(e2.call.call_id.as_deref(), Some("c-1"));
+        let e1 = found.iter().find(|r| r.event_id == "e-1").unwrap();
+        assert!(!e1.is_complete(), "chunk 1 of e-1 is missing");
+
+        let manifest = (
+            "d/manifest-doc-0.json".to_string(),
+            serde_json::to_vec(&json!({"eventId": "e-1"})).unwrap(),
+        );
+        let found = group(&records, &[manifest]);
+        let e1 = found.iter().find(|r| r.event_id == "e-1").unwrap();
+        assert_eq!(e1.manifest.as_deref(), Some("d/manifest-doc-0.json"));
+        assert!(e1.is_complete());
     }
 }

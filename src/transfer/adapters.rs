@@ -210,6 +210,7 @@ impl BlockStore for BlobBlockStore {
                 content_type: Some(content_type.to_string()),
                 metadata,
                 if_none_match_star: true,
+                headers: Vec::new(),
             };
             self.in_container(blob, || self.client.put_block_list(blob, &ids, &options))
                 .await
@@ -228,6 +229,7 @@ impl BlockStore for BlobBlockStore {
                 content_type: Some(content_type.to_string()),
                 metadata: Vec::new(),
                 if_none_match_star: true,
+                headers: Vec::new(),
             };
             self.in_container(blob, || {
                 self.client.put_blob_small(blob, body.clone(), &options)
