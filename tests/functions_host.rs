@@ -4,150 +4,30 @@
 //! encoding are checked without depending on the handler's own transfer code. One test runs
 //! the repo's app with the real `handler`.
 //!
-//! The fake worker is this test binary run again by the emulator (host.json `arguments`
-//! select the [`fake_worker_entry`] test, app setting `FAKE_WORKER=1` switches it on), so it
-//! is a real child process that can crash and be restarted.
+//! The fake worker is the testkit's `fake-worker` binary (its module docs list the actions a
+//! message can choose), a real child process that can crash and be restarted.
 //!
 //! Needs Node.js 18+ and `npm ci` in the repo root (Azurite).
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use archiver_testkit::azurite::Azurite;
 use archiver_testkit::host::{
     FunctionsHost, HostOptions, InvocationRecord, InvocationStatus, LogLevel,
 };
 use archiver_testkit::queue::{MessageEncoding, QueueClient, StorageAccount};
 use serde_json::{json, Value};
+use support::{azurite, fake_worker};
 use tempfile::TempDir;
-use warp::Filter;
 
 const HANDLER: &str = env!("CARGO_BIN_EXE_handler");
 const WAIT: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------------------
-// The fake worker (runs in a child process).
-
-/// The fake worker's entry point when the emulator starts this binary with `FAKE_WORKER=1`;
-/// an empty test otherwise.
-#[test]
-fn fake_worker_entry() {
-    if std::env::var_os("FAKE_WORKER").is_none() {
-        return;
-    }
-    let port: u16 = std::env::var("FUNCTIONS_CUSTOMHANDLER_PORT")
-        .expect("the host sets FUNCTIONS_CUSTOMHANDLER_PORT")
-        .parse()
-        .unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async move {
-        let routes = warp::method()
-            .and(warp::path::full())
-            .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-            .and(warp::header::headers_cloned())
-            .and(warp::body::bytes())
-            .then(fake_worker_route);
-        warp::serve(routes).run(([127, 0, 0, 1], port)).await;
-    });
-    std::process::exit(0);
-}
-
-static RUNNING: AtomicUsize = AtomicUsize::new(0);
-static MAX_RUNNING: AtomicUsize = AtomicUsize::new(0);
-
-async fn fake_worker_route(
-    method: warp::http::Method,
-    path: warp::path::FullPath,
-    query: String,
-    headers: warp::http::HeaderMap,
-    body: bytes::Bytes,
-) -> warp::http::Response<String> {
-    let reply = |status: u16, body: Value| {
-        warp::http::Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .header("x-fake-worker", std::process::id().to_string())
-            .body(body.to_string())
-            .unwrap()
-    };
-    let header_map: serde_json::Map<String, Value> = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
-        .collect();
-    let path = path.as_str().to_string();
-    if path == "/" {
-        return reply(200, json!("ready"));
-    }
-    if path.starts_with("/api/") {
-        // A forwarded HTTP-only function: echo what arrived, with a status the test can spot.
-        return reply(
-            202,
-            json!({
-                "method": method.as_str(), "path": path, "query": query, "headers": header_map,
-                "body": String::from_utf8_lossy(&body),
-            }),
-        );
-    }
-    // A queue invocation: the message text chooses the behaviour.
-    let envelope: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let data = envelope["Data"]["job"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let text: String = serde_json::from_str(&data).unwrap_or_else(|_| data.clone());
-    let dequeue: u64 = envelope["Metadata"]["DequeueCount"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let command: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    if command["action"] == "empty_reply" {
-        // 200 with no body: the host reads a null result and never completes the invocation.
-        return warp::http::Response::builder()
-            .status(200)
-            .body(String::new())
-            .unwrap();
-    }
-    let running = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
-    MAX_RUNNING.fetch_max(running, Ordering::SeqCst);
-    let status = match command["action"].as_str().unwrap_or("ok") {
-        "fail" => 500,
-        "fail_until" if dequeue <= command["n"].as_u64().unwrap_or(0) => 500,
-        "crash_first" if dequeue == 1 => std::process::exit(3),
-        "sleep_first" if dequeue == 1 => {
-            tokio::time::sleep(Duration::from_millis(command["ms"].as_u64().unwrap_or(0))).await;
-            200
-        }
-        "sleep" => {
-            tokio::time::sleep(Duration::from_millis(command["ms"].as_u64().unwrap_or(0))).await;
-            200
-        }
-        _ => 200,
-    };
-    RUNNING.fetch_sub(1, Ordering::SeqCst);
-    reply(
-        status,
-        json!({
-            "Outputs": {},
-            "Logs": [
-                format!("envelope={envelope}"),
-                format!("headers={}", Value::Object(header_map)),
-                format!("max_running={}", MAX_RUNNING.load(Ordering::SeqCst)),
-            ],
-            "ReturnValue": null
-        }),
-    )
-}
-
-// ---------------------------------------------------------------------------------------
 // Helpers.
-
-/// One Azurite for every test here; the testkit's watchdog stops it when the binary exits.
-fn azurite() -> &'static Azurite {
-    static AZURITE: OnceLock<Azurite> = OnceLock::new();
-    AZURITE.get_or_init(|| Azurite::start().unwrap_or_else(|e| panic!("{e}")))
-}
 
 /// A queue name of its own for each test.
 fn unique_queue(test: &str) -> String {
@@ -159,13 +39,10 @@ fn unique_queue(test: &str) -> String {
     )
 }
 
-/// An app root with `host_json` (fake-worker arguments added) and one folder per function.
+/// An app root with `host_json` and one folder per function.
 fn app(mut host_json: Value, functions: &[(&str, Value)]) -> TempDir {
     host_json["version"] = json!("2.0");
-    host_json["customHandler"]["description"] = json!({
-        "defaultExecutablePath": "not-used",
-        "arguments": ["fake_worker_entry", "--exact", "--nocapture", "--test-threads=1"]
-    });
+    host_json["customHandler"]["description"] = json!({"defaultExecutablePath": "not-used"});
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("host.json"), host_json.to_string()).unwrap();
     for (name, function_json) in functions {
@@ -191,10 +68,12 @@ fn queue_host_json(queues: Value) -> Value {
 }
 
 fn fake_worker_options(settings: &[(&str, &str)]) -> HostOptions {
-    let mut app_settings = vec![("FAKE_WORKER".to_string(), "1".to_string())];
-    app_settings.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let app_settings = settings
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     HostOptions {
-        handler: Some(std::env::current_exe().unwrap()),
+        handler: Some(fake_worker().to_path_buf()),
         app_settings,
         ..HostOptions::default()
     }

@@ -3,7 +3,7 @@
 //! environment, and recording events whose URLs point at an ACS emulator.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
@@ -17,6 +17,38 @@ pub const HANDLER: &str = env!("CARGO_BIN_EXE_handler");
 
 /// The operator CLI built for this test run.
 pub const ARCHIVER: &str = env!("CARGO_BIN_EXE_archiver");
+
+/// The testkit's `fake-worker` binary (a custom handler whose behaviour each queue message
+/// chooses), built on first use: cargo gives a package's tests only that package's binaries.
+pub fn fake_worker() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let out_dir = Path::new(HANDLER)
+            .parent()
+            .expect("binaries have a directory");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = std::process::Command::new(cargo);
+        build
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "archiver-testkit",
+                "--bin",
+                "fake-worker",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if out_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(
+            status.success(),
+            "building the testkit's fake-worker failed"
+        );
+        out_dir.join("fake-worker")
+    })
+}
 
 /// An ACS connection string that is never contacted (queue-mode webhook tests).
 pub const UNUSED_ACS: &str =
