@@ -13,10 +13,12 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use archiver_testkit::host::{
-    FunctionsHost, HostOptions, InvocationRecord, InvocationStatus, LogLevel,
+    free_port, FunctionsHost, HandlerProcess, HostOptions, InvocationRecord, InvocationStatus,
+    LineObserver, LogLevel, WorkerCommand,
 };
 use archiver_testkit::queue::{MessageEncoding, QueueClient, StorageAccount};
 use serde_json::{json, Value};
@@ -156,6 +158,43 @@ async fn unresolved_queue_name_or_missing_connection_fails_start_up_like_indexin
 
 // ---------------------------------------------------------------------------------------
 // HTTP forwarding and the worker supervisor.
+
+/// The host hands the worker a port it does not hold (`FUNCTIONS_CUSTOMHANDLER_PORT`), so
+/// another process can take it first; the launch then starts the worker again on a fresh port.
+#[tokio::test]
+async fn a_worker_whose_port_was_taken_is_started_again_on_a_fresh_one() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let command = WorkerCommand {
+        program: fake_worker().to_path_buf(),
+        args: Vec::new(),
+        working_dir: None,
+        app_root: std::env::temp_dir(),
+        env: Vec::new(),
+        env_remove: Vec::new(),
+    };
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let observer: LineObserver = {
+        let lines = lines.clone();
+        Arc::new(move |_, line: &str| lines.lock().unwrap().push(line.to_string()))
+    };
+    let mut ports = [taken_port, free_port()].into_iter();
+    let worker =
+        HandlerProcess::launch_with_ports(&command, Some(observer), || ports.next().unwrap())
+            .await
+            .unwrap();
+    assert_ne!(worker.port(), taken_port);
+    let lines = lines.lock().unwrap().clone();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("cannot listen on 127.0.0.1:{taken_port}"))),
+        "{lines:?}"
+    );
+    let ready = worker.client().get(worker.url("/")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    drop(taken);
+}
 
 #[tokio::test]
 async fn http_only_functions_are_forwarded_raw_with_query_and_host_headers() {

@@ -240,7 +240,7 @@ impl LambdaFunction {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
         let echo = std::env::var_os("TESTKIT_ECHO").is_some();
-        let output = crate::host::capture_output(&mut child, None, echo.then_some("lambda"));
+        let (output, _) = crate::host::capture_output(&mut child, None, echo.then_some("lambda"));
         Ok(LambdaFunction { child, output })
     }
 

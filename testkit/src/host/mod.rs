@@ -36,7 +36,9 @@
 //! **Worker process** ([`HandlerProcess`], supervisor)
 //! * Environment `FUNCTIONS_CUSTOMHANDLER_PORT`, `FUNCTIONS_HTTPWORKER_PORT` (a free port),
 //!   `FUNCTIONS_CUSTOMHANDLER_WORKER_ID`, `FUNCTIONS_HTTPWORKER_ID` (a new GUID per process),
-//!   `FUNCTIONS_APP_ROOT_PATH` (`HttpWorkerProcess.CreateWorkerProcess`).
+//!   `FUNCTIONS_APP_ROOT_PATH` (`HttpWorkerProcess.CreateWorkerProcess`). A worker that exits
+//!   saying its port is in use (another process took it first) is started again on a fresh
+//!   port: a harness guard against the race, not something the host is documented to do.
 //! * Readiness: `GET /` every 25 ms until any HTTP answer, within **30 s**
 //!   (`DefaultHttpWorkerService.IsWorkerReady`, `HttpWorkerOptions.InitializationTimeout`
 //!   defaults to 30 s in code; the doc's "60 seconds" is not what the code does).

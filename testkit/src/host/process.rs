@@ -24,6 +24,15 @@ pub const HOST_VERSION: &str = "4.1036.1.23224";
 /// How often the readiness probe is repeated while the worker is not listening yet.
 const PROBE_INTERVAL: Duration = Duration::from_millis(25);
 
+/// How many fresh ports a launch tries. The host passes the port in
+/// `FUNCTIONS_CUSTOMHANDLER_PORT` and the worker binds it itself, so a port can be taken
+/// between [`free_port`] releasing it and the worker binding it; the worker then exits saying
+/// "address already in use", and the launch starts it again on another port.
+const PORT_ATTEMPTS: usize = 5;
+
+/// How long a worker that exited may take to close its output pipes.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(5);
+
 /// Receives every line the worker writes, with the stream it came from.
 pub type LineObserver = Arc<dyn Fn(OutputStream, &str) + Send + Sync>;
 
@@ -85,12 +94,15 @@ pub struct HandlerProcess {
     child: Child,
     port: u16,
     output: Arc<Mutex<String>>,
+    /// The threads reading the output pipes: finished once the process and its output ended.
+    readers: Vec<std::thread::JoinHandle<()>>,
     client: reqwest::Client,
 }
 
 static INVOCATIONS: AtomicU64 = AtomicU64::new(1);
 
-/// A free TCP port on loopback (bound, then released).
+/// A free TCP port on loopback (bound, then released: another process may take it before the
+/// caller binds it, see [`PORT_ATTEMPTS`]).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -117,13 +129,41 @@ impl HandlerProcess {
     }
 
     /// Starts `command` on a free port with the host's variables (a new worker id each time)
-    /// and runs the host's readiness probe. Output lines go to `observer` when given (else to
+    /// and runs the host's readiness probe; a worker that lost its port to another process
+    /// is started again on a fresh one. Output lines go to `observer` when given (else to
     /// stderr when `TESTKIT_ECHO` is set), and are kept for [`HandlerProcess::output`].
     pub async fn launch(
         command: &WorkerCommand,
         observer: Option<LineObserver>,
     ) -> Result<HandlerProcess, String> {
-        let port = free_port();
+        Self::launch_with_ports(command, observer, free_port).await
+    }
+
+    /// [`HandlerProcess::launch`] on the ports `next_port` hands out, one per attempt.
+    pub async fn launch_with_ports(
+        command: &WorkerCommand,
+        observer: Option<LineObserver>,
+        mut next_port: impl FnMut() -> u16,
+    ) -> Result<HandlerProcess, String> {
+        let mut attempt = 1;
+        loop {
+            let mut process = Self::launch_on(command, next_port(), observer.clone())?;
+            match process.wait_ready(STARTUP_LIMIT).await {
+                Ok(()) => return Ok(process),
+                Err(_) if attempt < PORT_ATTEMPTS && process.lost_its_port().await => {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Spawns `command` with the host's variables for `port`.
+    fn launch_on(
+        command: &WorkerCommand,
+        port: u16,
+        observer: Option<LineObserver>,
+    ) -> Result<HandlerProcess, String> {
         let port_text = port.to_string();
         let worker_id = new_guid();
         let mut cmd = Command::new(&command.program);
@@ -142,10 +182,30 @@ impl HandlerProcess {
             .env("FUNCTIONS_CUSTOMHANDLER_WORKER_ID", &worker_id)
             .env("FUNCTIONS_HTTPWORKER_ID", &worker_id)
             .env("FUNCTIONS_APP_ROOT_PATH", &command.app_root);
-        let mut process = Self::spawn(cmd, port, observer)
-            .map_err(|e| format!("cannot start {}: {e}", command.program.display()))?;
-        process.wait_ready(STARTUP_LIMIT).await?;
-        Ok(process)
+        Self::spawn(cmd, port, observer)
+            .map_err(|e| format!("cannot start {}: {e}", command.program.display()))
+    }
+
+    /// Whether the process exited because its port was taken: it said "address already in
+    /// use" (the OS's words for `EADDRINUSE`) before its output ended.
+    async fn lost_its_port(&mut self) -> bool {
+        if self.try_exit_status().is_none() {
+            return false;
+        }
+        let deadline = Instant::now() + OUTPUT_DRAIN;
+        while !self
+            .readers
+            .iter()
+            .all(std::thread::JoinHandle::is_finished)
+        {
+            if Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+        self.output()
+            .to_ascii_lowercase()
+            .contains("address already in use")
     }
 
     /// The host's readiness probe: `GET /` until any HTTP answer.
@@ -198,7 +258,7 @@ impl HandlerProcess {
             .stdin(Stdio::null());
         let mut child = cmd.spawn().map_err(|e| e.to_string())?;
         let echo = observer.is_none() && std::env::var_os("TESTKIT_ECHO").is_some();
-        let output = capture_output(&mut child, observer, echo.then_some("handler"));
+        let (output, readers) = capture_output(&mut child, observer, echo.then_some("handler"));
         let client = reqwest::Client::builder()
             .no_proxy()
             .build()
@@ -207,6 +267,7 @@ impl HandlerProcess {
             child,
             port,
             output,
+            readers,
             client,
         })
     }
@@ -298,13 +359,13 @@ pub(crate) async fn wait_exit(child: &mut Child, limit: Duration) -> Option<Exit
     }
 }
 
-/// Collects every line `child` writes to stdout and stderr (a thread per pipe), handing each to
-/// `observer` and echoing it to stderr under `echo` as a prefix when given.
+/// Collects every line `child` writes to stdout and stderr (a thread per pipe, returned), handing
+/// each to `observer` and echoing it to stderr under `echo` as a prefix when given.
 pub(crate) fn capture_output(
     child: &mut Child,
     observer: Option<LineObserver>,
     echo: Option<&'static str>,
-) -> Arc<Mutex<String>> {
+) -> (Arc<Mutex<String>>, Vec<std::thread::JoinHandle<()>>) {
     let output = Arc::new(Mutex::new(String::new()));
     let pipes = [
         child.stdout.take().map(|p| {
@@ -320,10 +381,11 @@ pub(crate) fn capture_output(
             )
         }),
     ];
+    let mut readers = Vec::new();
     for (stream, pipe) in pipes.into_iter().flatten() {
         let sink = Arc::clone(&output);
         let observer = observer.clone();
-        std::thread::spawn(move || {
+        readers.push(std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                 if let Some(prefix) = echo {
                     eprintln!("[{prefix}] {line}");
@@ -335,9 +397,9 @@ pub(crate) fn capture_output(
                 s.push_str(&line);
                 s.push('\n');
             }
-        });
+        }));
     }
-    output
+    (output, readers)
 }
 
 impl Drop for HandlerProcess {
