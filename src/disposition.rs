@@ -20,19 +20,6 @@ pub enum Disposition {
     Drop,
 }
 
-impl Disposition {
-    /// Combines the outcomes of several units answered together: any retry wins over a drop, so a
-    /// batch is redelivered while any of its work may still succeed.
-    pub fn combine(self, other: Disposition) -> Disposition {
-        use Disposition::*;
-        match (self, other) {
-            (Retry, _) | (_, Retry) => Retry,
-            (Drop, _) | (_, Drop) => Drop,
-            _ => Done,
-        }
-    }
-}
-
 impl fmt::Display for Disposition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -40,18 +27,5 @@ impl fmt::Display for Disposition {
             Disposition::Retry => "retry",
             Disposition::Drop => "drop",
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Disposition::*;
-
-    #[test]
-    fn retry_outranks_drop_and_drop_outranks_done() {
-        assert_eq!(Done.combine(Done), Done);
-        assert_eq!(Done.combine(Drop), Drop);
-        assert_eq!(Drop.combine(Retry), Retry);
-        assert_eq!(Retry.combine(Done), Retry);
     }
 }

@@ -16,6 +16,7 @@ use url::Url;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Lookup, Secret};
+use crate::disposition::Disposition;
 
 /// A boxed future, so token sources can sit behind `dyn`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -24,12 +25,35 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[derive(Debug, thiserror::Error)]
 #[error("managed identity token for {resource}: {reason}")]
 pub struct IdentityError {
+    resource: String,
+    reason: String,
+    disposition: Disposition,
+}
+
+impl IdentityError {
+    /// A failure to get a token for `resource`; `disposition` says whether asking again later
+    /// may help (the endpoint's hiccups) or not (a malformed answer, a missing identity).
+    pub fn new(
+        resource: impl Into<String>,
+        reason: impl Into<String>,
+        disposition: Disposition,
+    ) -> Self {
+        IdentityError {
+            resource: resource.into(),
+            reason: reason.into(),
+            disposition,
+        }
+    }
+
+    /// What the caller must do: retry later, or give up on this credential.
+    pub fn disposition(&self) -> Disposition {
+        self.disposition
+    }
+
     /// The resource (audience) asked for.
-    pub resource: String,
-    /// What went wrong.
-    pub reason: String,
-    /// Whether asking again later may help.
-    pub transient: bool,
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
 }
 
 /// Hands out bearer tokens for one resource.
@@ -181,10 +205,8 @@ impl ManagedIdentityTokens {
     }
 
     async fn fetch(&self, now: SystemTime) -> Result<CachedToken, IdentityError> {
-        let fail = |reason: String, transient: bool| IdentityError {
-            resource: self.resource.clone(),
-            reason,
-            transient,
+        let fail = |reason: String, disposition| {
+            IdentityError::new(self.resource.clone(), reason, disposition)
         };
         let mut url = self.endpoint.clone();
         {
@@ -205,20 +227,30 @@ impl ManagedIdentityTokens {
             Err(_) => {
                 return Err(fail(
                     "the identity endpoint did not answer in time".into(),
-                    true,
+                    Disposition::Retry,
                 ))
             }
-            Ok(Err(e)) => return Err(fail(format!("request failed: {}", e.without_url()), true)),
+            Ok(Err(e)) => {
+                return Err(fail(
+                    format!("request failed: {}", e.without_url()),
+                    Disposition::Retry,
+                ))
+            }
             Ok(Ok(r)) => r,
         };
         let status = response.status();
         let body = tokio::time::timeout(REQUEST_TIMEOUT, response.bytes())
             .await
-            .map_err(|_| fail("the identity endpoint stalled mid-answer".into(), true))?
+            .map_err(|_| {
+                fail(
+                    "the identity endpoint stalled mid-answer".into(),
+                    Disposition::Retry,
+                )
+            })?
             .map_err(|e| {
                 fail(
                     format!("reading the answer failed: {}", e.without_url()),
-                    true,
+                    Disposition::Retry,
                 )
             })?;
         if !status.is_success() {
@@ -228,25 +260,29 @@ impl ManagedIdentityTokens {
                 .join(" ");
             return Err(fail(
                 format!("the identity endpoint answered {status}: {snippet}"),
-                crate::retry::is_retryable_status(status.as_u16()),
+                if crate::retry::is_retryable_status(status.as_u16()) {
+                    Disposition::Retry
+                } else {
+                    Disposition::Drop
+                },
             ));
         }
         let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
             fail(
                 format!("the identity endpoint's answer is not a token ({e})"),
-                false,
+                Disposition::Drop,
             )
         })?;
         let expires_on = expiry(&parsed, now).ok_or_else(|| {
             fail(
                 "the identity endpoint's answer has no usable `expires_on`".into(),
-                false,
+                Disposition::Drop,
             )
         })?;
         if parsed.access_token.is_empty() {
             return Err(fail(
                 "the identity endpoint returned an empty token".into(),
-                false,
+                Disposition::Drop,
             ));
         }
         Ok(CachedToken {
@@ -394,13 +430,13 @@ mod tests {
             .token()
             .await
             .unwrap_err();
-        assert!(err.transient, "{err}");
+        assert_eq!(err.disposition(), Disposition::Retry, "{err}");
         assert!(err.to_string().contains("503"), "{err}");
         assert!(!seen.lock().unwrap()[0].contains_key("client_id"));
 
         let (endpoint, _, _) = identity_server(400).await;
         let err = source(&endpoint, None, clock).token().await.unwrap_err();
-        assert!(!err.transient, "{err}");
+        assert_eq!(err.disposition(), Disposition::Drop, "{err}");
         assert!(!err.to_string().contains("platform-secret"), "{err}");
     }
 

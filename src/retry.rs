@@ -85,11 +85,6 @@ impl<'a> Backoff<'a> {
         self.attempts
     }
 
-    /// Time since the first attempt.
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-
     /// The pause before the next attempt, or `None` when the attempts or the deadline are used
     /// up. A server's `Retry-After` is honoured when it is longer than our own delay.
     pub fn next_delay(&mut self, retry_after: Option<Duration>) -> Option<Duration> {

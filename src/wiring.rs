@@ -93,7 +93,12 @@ pub fn build_clients(settings: &Settings, lookup: &impl Lookup) -> Result<Client
             format!("cannot build an HTTP client: {e}"),
         )
     })?;
-    let acs = AcsClient::new(acs_http, acs_settings, settings.extra_allowed_hosts.clone());
+    let acs = AcsClient::new(
+        acs_http,
+        acs_settings,
+        settings.extra_allowed_hosts.clone(),
+        lookup,
+    );
     Ok(Clients { acs, blob, queue })
 }
 

@@ -62,7 +62,7 @@ fn settings(
 
 fn client_for(emu: &AcsEmulator) -> AcsClient {
     let (acs, extra) = settings(emu.connection_string(), Some(emu.extra_allowed_hosts()));
-    AcsClient::new(acs::http_client().unwrap(), acs, extra)
+    AcsClient::new(acs::http_client().unwrap(), acs, extra, &lookup(Vec::new()))
         .with_options(fast_options())
         .with_jitter(Arc::new(FixedJitter(0.5)))
 }
@@ -616,8 +616,13 @@ async fn the_ssrf_guard_refuses_bad_urls_without_sending_anything() {
     emu.add_recording("doc", 1000, 26, RecordingFormat::Mp4);
     let listed = client_for(&emu);
     let (acs, _) = settings(emu.connection_string(), None);
-    let unlisted =
-        AcsClient::new(acs::http_client().unwrap(), acs, Vec::new()).with_options(fast_options());
+    let unlisted = AcsClient::new(
+        acs::http_client().unwrap(),
+        acs,
+        Vec::new(),
+        &lookup(Vec::new()),
+    )
+    .with_options(fast_options());
     let storage_port = emu
         .storage_authority()
         .rsplit_once(':')
@@ -739,8 +744,8 @@ async fn a_wrong_key_is_a_clear_permanent_error() {
         emu.acs_endpoint()
     );
     let (acs, extra) = settings(wrong, Some(emu.extra_allowed_hosts()));
-    let client =
-        AcsClient::new(acs::http_client().unwrap(), acs, extra).with_options(fast_options());
+    let client = AcsClient::new(acs::http_client().unwrap(), acs, extra, &lookup(Vec::new()))
+        .with_options(fast_options());
 
     for target in [emu.content_url("doc"), emu.preview_url("doc")] {
         let err = client.download(&url(&target), 0).await.unwrap_err();
@@ -894,7 +899,7 @@ async fn managed_identity_sends_a_bearer_token_with_x_ms_host() {
         host: "127.0.0.1".into(),
         port: None,
     }];
-    let client = AcsClient::new(http, settings, extra)
+    let client = AcsClient::new(http, settings, extra, &lookup(Vec::new()))
         .with_token_source(Arc::new(tokens))
         .with_options(fast_options());
 
@@ -924,16 +929,17 @@ async fn refused_and_silent_connections_are_transient() {
         host: "127.0.0.1".into(),
         port: None,
     }];
-    let client = AcsClient::new(acs::http_client().unwrap(), acs, extra).with_options(AcsOptions {
-        retry: RetryPolicy {
-            max_attempts: 2,
-            deadline: Duration::from_secs(10),
-            base_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(10),
-        },
-        response_timeout: Duration::from_millis(200),
-        ..fast_options()
-    });
+    let client = AcsClient::new(acs::http_client().unwrap(), acs, extra, &lookup(Vec::new()))
+        .with_options(AcsOptions {
+            retry: RetryPolicy {
+                max_attempts: 2,
+                deadline: Duration::from_secs(10),
+                base_delay: Duration::from_millis(5),
+                max_delay: Duration::from_millis(10),
+            },
+            response_timeout: Duration::from_millis(200),
+            ..fast_options()
+        });
 
     // Nothing listens on a port that was just released.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -28,7 +28,7 @@ use url::Url;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::acs::AcsAuth;
-use crate::config::{AcsSettings, AllowedHost, Secret};
+use crate::config::{AcsSettings, AllowedHost, Lookup, Secret};
 use crate::disposition::Disposition;
 use crate::identity::{IdentityError, ManagedIdentityTokens, TokenSource, ACS_RESOURCE};
 use crate::recording::ChunkSource;
@@ -302,7 +302,7 @@ impl AcsError {
             AcsError::Transport { .. }
             | AcsError::Truncated { .. }
             | AcsError::EmptyBody { .. } => true,
-            AcsError::Token(e) => e.transient,
+            AcsError::Token(e) => e.disposition() == Disposition::Retry,
             AcsError::Refused { .. }
             | AcsError::Redirected { .. }
             | AcsError::BadContentRange { .. }
@@ -434,20 +434,22 @@ enum Credential {
 impl AcsClient {
     /// A client for the resource in `settings`. `extra_hosts` is `ACS_EXTRA_ALLOWED_HOSTS`.
     ///
-    /// With managed identity, tokens come from `IDENTITY_ENDPOINT`/`IDENTITY_HEADER` in the
-    /// process environment; when those are missing every request fails with a permanent
+    /// With managed identity, tokens come from `IDENTITY_ENDPOINT`/`IDENTITY_HEADER` as
+    /// `platform` reads them (the process environment in production, the `--settings` file
+    /// for the CLI); when those are missing every request fails with a permanent
     /// [`AcsError::Token`] naming them ([`AcsClient::with_token_source`] replaces the source).
     /// Pass a client from [`http_client`], or any client that does not follow redirects.
     pub fn new(
         http: reqwest::Client,
         settings: AcsSettings,
         extra_hosts: Vec<AllowedHost>,
+        platform: &impl Lookup,
     ) -> Self {
         let credential = match settings.auth {
             AcsAuth::AccessKey(key) => Credential::Key(key),
             AcsAuth::ManagedIdentity { client_id } => {
                 match ManagedIdentityTokens::from_lookup(
-                    &crate::config::env_lookup,
+                    platform,
                     http.clone(),
                     ACS_RESOURCE,
                     client_id,
@@ -683,11 +685,11 @@ impl Inner {
                 );
             }
             Credential::Unavailable(reason) => {
-                return Err(AcsError::Token(IdentityError {
-                    resource: ACS_RESOURCE.to_string(),
-                    reason: reason.clone(),
-                    transient: false,
-                }))
+                return Err(AcsError::Token(IdentityError::new(
+                    ACS_RESOURCE,
+                    reason.clone(),
+                    Disposition::Drop,
+                )))
             }
         }
         if let Some(x_ms_host) = &target.x_ms_host {
@@ -779,11 +781,11 @@ impl Inner {
 /// A header value marked sensitive, so `reqwest`/`http` never print it in `Debug` output.
 fn sensitive(value: &str) -> Result<HeaderValue, AcsError> {
     let mut v = HeaderValue::from_str(value).map_err(|_| {
-        AcsError::Token(IdentityError {
-            resource: ACS_RESOURCE.to_string(),
-            reason: "the credential holds characters not allowed in a header".into(),
-            transient: false,
-        })
+        AcsError::Token(IdentityError::new(
+            ACS_RESOURCE,
+            "the credential holds characters not allowed in a header",
+            Disposition::Drop,
+        ))
     })?;
     v.set_sensitive(true);
     Ok(v)
@@ -907,5 +909,28 @@ mod tests {
             text.contains("401 Unauthorized") && text.contains("clock") && text.contains("rid"),
             "{text}"
         );
+    }
+    /// Managed identity is configured through the settings `Lookup` handed in, never the
+    /// process environment, so `archiver --settings FILE` can carry it.
+    #[test]
+    fn managed_identity_comes_from_the_lookup_it_is_given() {
+        let settings = || AcsSettings {
+            endpoint: Url::parse("https://contoso.communication.azure.com/").unwrap(),
+            auth: AcsAuth::ManagedIdentity { client_id: None },
+        };
+        let platform = |name: &str| match name {
+            "IDENTITY_ENDPOINT" => Some("http://127.0.0.1:1/msi/token".to_string()),
+            "IDENTITY_HEADER" => Some("platform-secret".to_string()),
+            _ => None,
+        };
+        let client = AcsClient::new(reqwest::Client::new(), settings(), Vec::new(), &platform);
+        assert!(matches!(client.inner.credential, Credential::Token(_)));
+
+        let nothing = |_: &str| None;
+        let client = AcsClient::new(reqwest::Client::new(), settings(), Vec::new(), &nothing);
+        let Credential::Unavailable(reason) = &client.inner.credential else {
+            panic!("a client without identity settings must not find a token source");
+        };
+        assert!(reason.contains("IDENTITY_ENDPOINT"), "{reason}");
     }
 }
