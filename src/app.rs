@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-use crate::acs::UrlPolicy;
+use crate::acs::{ChunkRefusal, UrlPolicy};
 use crate::disposition::Disposition;
 use crate::eventgrid::{self, DeliveryError, EventKind, MAX_EVENTS_PER_DELIVERY};
 use crate::identity::BoxFuture;
@@ -32,7 +32,7 @@ use crate::json;
 use crate::queue::{QueueClient, QueueError};
 use crate::recording::{self, ChunkJob, EventContext, Siblings};
 use crate::redact;
-use crate::transfer::{Transfer, TransferReport};
+use crate::transfer::{Transfer, TransferError, TransferReport};
 
 /// What became of one chunk job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,14 +48,76 @@ pub enum ArchiveOutcome {
     Enqueued,
 }
 
-/// Why a chunk job failed, already classified by the module that failed.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct ArchiveError {
-    /// What the caller must do.
-    pub disposition: Disposition,
-    /// A description fit for logs (no secrets).
-    pub message: String,
+/// Why a chunk job failed. It keeps the failing module's error as its source, so what the caller
+/// must do ([`ArchiveError::disposition`]) and the service's request id come from there, and
+/// its text is fit for logs (no secrets).
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The transfer pipeline failed (download, storage, or its checks).
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    /// The chunk's URLs fail the checks the transfer would apply: nothing was enqueued.
+    #[error("chunk {index} ({document_id}): {reason}")]
+    Refused {
+        /// Chunk index.
+        index: u32,
+        /// Chunk document id.
+        document_id: String,
+        /// Which URL, and why.
+        reason: Box<ChunkRefusal>,
+    },
+    /// The job was not enqueued: the queue failed (after retries), or the job can never fit
+    /// in a message.
+    #[error("chunk {index} ({document_id}): not enqueued: {source}")]
+    Enqueue {
+        /// Chunk index.
+        index: u32,
+        /// Chunk document id.
+        document_id: String,
+        /// What the queue said.
+        #[source]
+        source: QueueError,
+    },
+    /// The job could not be written as JSON.
+    #[error("chunk {index} ({document_id}): cannot write the job: {source}")]
+    Encode {
+        /// Chunk index.
+        index: u32,
+        /// Chunk document id.
+        document_id: String,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl ArchiveError {
+    /// What the caller must do, as the failing module classified it.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            ArchiveError::Transfer(e) => e.disposition(),
+            ArchiveError::Enqueue { source, .. } => source.disposition(),
+            ArchiveError::Refused { .. } | ArchiveError::Encode { .. } => Disposition::Drop,
+        }
+    }
+
+    /// The HTTP status of the service that failed, when one answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ArchiveError::Transfer(e) => e.status(),
+            ArchiveError::Enqueue { source, .. } => source.status(),
+            ArchiveError::Refused { .. } | ArchiveError::Encode { .. } => None,
+        }
+    }
+
+    /// The failing service's request id (`x-ms-request-id`), for a support case.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            ArchiveError::Transfer(e) => e.request_id(),
+            ArchiveError::Enqueue { source, .. } => source.request_id(),
+            ArchiveError::Refused { .. } | ArchiveError::Encode { .. } => None,
+        }
+    }
 }
 
 /// The seam between receiving recording events and archiving them: one call per chunk.
@@ -76,10 +138,7 @@ impl ChunkArchiver for Transfer {
                     Ok(ArchiveOutcome::Archived { bytes })
                 }
                 Ok(TransferReport::AlreadyArchived { .. }) => Ok(ArchiveOutcome::AlreadyArchived),
-                Err(e) => Err(ArchiveError {
-                    disposition: e.disposition(),
-                    message: e.to_string(),
-                }),
+                Err(e) => Err(e.into()),
             }
         })
     }
@@ -88,8 +147,9 @@ impl ChunkArchiver for Transfer {
 /// Queue mode: the webhook enqueues each chunk as a job for `RecordingTransfer`, after the
 /// URL checks the transfer will apply again: a chunk they refuse is dropped here (reported
 /// under `rejected`, and a delivery of nothing else is answered 400) instead of failing five
-/// times into the poison queue. Every other failure asks for redelivery (503): nothing is
-/// acknowledged that was not enqueued.
+/// times into the poison queue. A queue failure is answered as the queue client classifies it:
+/// transient failures and our own storage setup (a refused credential, a missing queue) ask
+/// for redelivery (503), and nothing is acknowledged that was not enqueued.
 pub struct QueueIntake {
     queue: QueueClient,
     urls: UrlPolicy,
@@ -106,9 +166,10 @@ impl ChunkArchiver for QueueIntake {
     fn archive(&self, job: ChunkJob) -> BoxFuture<'_, Result<ArchiveOutcome, ArchiveError>> {
         Box::pin(async move {
             if let Err(reason) = self.urls.check_chunk(&job.document_id, &job.source) {
-                return Err(ArchiveError {
-                    disposition: Disposition::Drop,
-                    message: format!("chunk {} ({}): {reason}", job.index, job.document_id),
+                return Err(ArchiveError::Refused {
+                    index: job.index,
+                    document_id: job.document_id,
+                    reason: Box::new(reason),
                 });
             }
             let text = queue_message(&self.queue, &job)?;
@@ -117,9 +178,10 @@ impl ChunkArchiver for QueueIntake {
                     tracing::info!(message_id = %id, queue = self.queue.queue(), "chunk enqueued");
                     Ok(ArchiveOutcome::Enqueued)
                 }
-                Err(e) => Err(ArchiveError {
-                    disposition: Disposition::Retry,
-                    message: e.to_string(),
+                Err(source) => Err(ArchiveError::Enqueue {
+                    index: job.index,
+                    document_id: job.document_id,
+                    source,
                 }),
             }
         })
@@ -135,9 +197,10 @@ impl ChunkArchiver for QueueIntake {
 /// permanent.
 fn queue_message(queue: &QueueClient, job: &ChunkJob) -> Result<String, ArchiveError> {
     let encode = |job: &ChunkJob| {
-        serde_json::to_string(job).map_err(|e| ArchiveError {
-            disposition: Disposition::Drop,
-            message: e.to_string(),
+        serde_json::to_string(job).map_err(|source| ArchiveError::Encode {
+            index: job.index,
+            document_id: job.document_id.clone(),
+            source,
         })
     };
     let text = encode(job)?;
@@ -153,16 +216,13 @@ fn queue_message(queue: &QueueClient, job: &ChunkJob) -> Result<String, ArchiveE
         tracing::warn!(chunks = job.siblings.len(), "the recording's chunk list does not fit in a queue message: it will be archived, but without a manifest and not deleted from ACS (left to its 24 h retention)");
         return Ok(text);
     }
-    let error = QueueError::TooLarge {
-        queue: queue.queue().to_string(),
-        size: queue.encoded_len(&text),
-    };
-    Err(ArchiveError {
-        disposition: Disposition::Drop,
-        message: format!(
-            "chunk {} ({}): the job can never be enqueued: {error}",
-            job.index, job.document_id
-        ),
+    Err(ArchiveError::Enqueue {
+        index: job.index,
+        document_id: job.document_id.clone(),
+        source: QueueError::TooLarge {
+            queue: queue.queue().to_string(),
+            size: queue.encoded_len(&text),
+        },
     })
 }
 
@@ -385,13 +445,13 @@ impl App {
             done.dropped
         ));
         for f in &done.failures {
-            let kind = if f.error.disposition == Disposition::Drop {
+            let kind = if f.error.disposition() == Disposition::Drop {
                 "permanent"
             } else {
                 "transient"
             };
             // The message already names the chunk (or its blob, which holds the document id).
-            answer.logs.push(format!("{kind}: {}", f.error.message));
+            answer.logs.push(format!("{kind}: {}", f.error));
         }
         if done.retry == 0 && done.dropped == 0 {
             answer.finished = true;
@@ -469,7 +529,7 @@ impl Submitted {
 }
 
 /// One chunk that was not archived.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ChunkFailure {
     /// The event it came from.
     pub event_id: Arc<str>,
@@ -521,17 +581,19 @@ async fn submit(
             }
             Err(e) => e,
         };
+        let text = error.to_string();
         let (shown_event, shown_document, shown_error) = (
             redact::id(&event_id),
             redact::id(&document_id),
-            redact::reason(&error.message),
+            redact::reason(&text),
         );
-        if error.disposition == Disposition::Drop {
+        let (status, request_id) = (error.status(), error.request_id());
+        if error.disposition() == Disposition::Drop {
             done.dropped += 1;
-            tracing::error!(event_id = %shown_event, document_id = %shown_document, chunk = index, error = %shown_error, "recording chunk can never be archived as sent");
+            tracing::error!(event_id = %shown_event, document_id = %shown_document, chunk = index, status, request_id, error = %shown_error, "recording chunk can never be archived as sent");
         } else {
             done.retry += 1;
-            tracing::warn!(event_id = %shown_event, document_id = %shown_document, chunk = index, error = %shown_error, "recording chunk not archived yet; asking to be tried again");
+            tracing::warn!(event_id = %shown_event, document_id = %shown_document, chunk = index, status, request_id, error = %shown_error, "recording chunk not archived yet; asking to be tried again");
         }
         if done.failures.len() < MAX_LISTED {
             done.failures.push(ChunkFailure {
@@ -748,8 +810,8 @@ impl Triage {
             let retry: Vec<_> = done
                 .failures
                 .iter()
-                .filter(|f| f.error.disposition == Disposition::Retry)
-                .map(|f| json!({"documentId": f.document_id, "index": f.index, "reason": f.error.message}))
+                .filter(|f| f.error.disposition() == Disposition::Retry)
+                .map(|f| json!({"documentId": f.document_id, "index": f.index, "reason": f.error.to_string()}))
                 .collect();
             return WebhookResponse::json(
                 503,
@@ -764,7 +826,7 @@ impl Triage {
             done.failures
                 .iter()
                 .take(MAX_LISTED.saturating_sub(rejected.len()))
-                .map(|f| json!({"id": f.event_id, "documentId": f.document_id, "index": f.index, "reason": f.error.message})),
+                .map(|f| json!({"id": f.event_id, "documentId": f.document_id, "index": f.index, "reason": f.error.to_string()})),
         );
         let unlisted = self.rejected_count + done.dropped - rejected.len();
         // Something was processed if a handshake was answered, a non-recording event was
@@ -912,5 +974,87 @@ mod tests {
         assert!(parse_transfer_message(bad)
             .unwrap_err()
             .contains("documentId"));
+    }
+    fn service_error(status: u16, request_id: &str) -> crate::storage::StorageError {
+        crate::storage::StorageError::Service {
+            operation: "Put Block",
+            resource: "call/chunk0.mp4".into(),
+            status,
+            error_code: Some("ServerBusy".into()),
+            request_id: Some(request_id.into()),
+            message: None,
+            attempts: 3,
+        }
+    }
+
+    /// The status, request id and disposition a caller reads come from the storage error at
+    /// the bottom of the chain, which stays reachable through `source()`.
+    #[test]
+    fn archive_errors_keep_their_cause_and_derive_from_it() {
+        let transfer = TransferError::Storage {
+            blob: "call/chunk0.mp4".into(),
+            source: Box::new(service_error(503, "req-503")),
+        };
+        let e = ArchiveError::from(transfer);
+        assert_eq!(e.disposition(), Disposition::Retry);
+        assert_eq!(e.status(), Some(503));
+        assert_eq!(e.request_id(), Some("req-503"));
+        let mut chain = Vec::new();
+        let mut next: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(error) = next {
+            chain.push(error.to_string());
+            next = error.source();
+        }
+        assert!(chain.len() >= 2, "{chain:?}");
+        assert!(
+            chain.last().unwrap().starts_with(
+                "Put Block `call/chunk0.mp4`: HTTP 503 ServerBusy (request id req-503)"
+            ),
+            "{chain:?}"
+        );
+
+        let enqueue = ArchiveError::Enqueue {
+            index: 0,
+            document_id: "d".into(),
+            source: QueueError::Storage {
+                queue: "q".into(),
+                source: Box::new(service_error(403, "req-403")),
+            },
+        };
+        assert_eq!(enqueue.disposition(), Disposition::Retry, "our own setup");
+        assert_eq!(enqueue.request_id(), Some("req-403"));
+        let bad_request = ArchiveError::Enqueue {
+            index: 0,
+            document_id: "d".into(),
+            source: QueueError::Storage {
+                queue: "q".into(),
+                source: Box::new(service_error(400, "req-400")),
+            },
+        };
+        assert_eq!(bad_request.disposition(), Disposition::Drop);
+    }
+
+    #[test]
+    fn a_job_too_large_for_any_message_is_dropped() {
+        let queue = QueueClient::new(
+            reqwest::Client::new(),
+            url::Url::parse("http://127.0.0.1:1/devstoreaccount1").unwrap(),
+            "q",
+            crate::storage::StorageAuth::Sas(crate::config::Secret::new(String::new())),
+        );
+        let mut job = recording_of(1).remove(0);
+        job.document_id = "d".repeat(crate::queue::MAX_MESSAGE_BYTES);
+        let e = queue_message(&queue, &job).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ArchiveError::Enqueue {
+                    source: QueueError::TooLarge { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(e.disposition(), Disposition::Drop);
     }
 }

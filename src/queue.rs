@@ -26,7 +26,7 @@ pub enum QueueError {
         queue: String,
         /// What the service or network said.
         #[source]
-        source: StorageError,
+        source: Box<StorageError>,
     },
     /// The message is too large for a queue.
     #[error("queue {queue}: message of {size} bytes (encoded) is over the 64 KiB limit")]
@@ -46,6 +46,14 @@ impl QueueError {
         match self {
             QueueError::Storage { source, .. } => source.disposition(),
             QueueError::TooLarge { .. } => Disposition::Drop,
+        }
+    }
+
+    /// The HTTP status, when the service answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            QueueError::Storage { source, .. } => source.status(),
+            QueueError::TooLarge { .. } => None,
         }
     }
 
@@ -220,7 +228,7 @@ impl QueueClient {
     fn error(&self, source: StorageError) -> QueueError {
         QueueError::Storage {
             queue: self.queue.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 }

@@ -80,7 +80,10 @@ async fn replay_file(app: &App, file: &Path, progress: &Progress) -> usize {
                 for f in done.failures {
                     progress.line(&format!(
                         "  chunk {} ({}): {} [{}]",
-                        f.index, f.document_id, f.error.message, f.error.disposition
+                        f.index,
+                        f.document_id,
+                        f.error,
+                        f.error.disposition()
                     ));
                 }
                 progress.note(format!(

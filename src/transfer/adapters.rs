@@ -1,6 +1,6 @@
 //! The pipeline's two sides on the real clients: [`AcsChunkReader`] over [`AcsClient`],
-//! [`BlobBlockStore`] over [`BlobClient`]. Each maps its client's error into
-//! [`TransferError`], keeping the client's own classification.
+//! [`BlobBlockStore`] over [`BlobClient`]. Each wraps its client's error in [`TransferError`]
+//! as its source, so the client's own classification, status and request id stay with it.
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -26,13 +26,11 @@ impl AcsChunkReader {
     }
 }
 
-fn download_error(job: &ChunkJob, e: AcsError) -> TransferError {
+fn download_error(job: &ChunkJob, source: AcsError) -> TransferError {
     TransferError::Download {
         index: job.index,
         document_id: job.document_id.clone(),
-        disposition: e.disposition(),
-        status: e.status(),
-        message: e.to_string(),
+        source: Box::new(source),
     }
 }
 
@@ -57,12 +55,10 @@ impl ChunkReader for AcsChunkReader {
             let body = d
                 .stream
                 .map(move |part| {
-                    part.map_err(|e| TransferError::Download {
+                    part.map_err(|source| TransferError::Download {
                         index,
                         document_id: document_id.clone(),
-                        disposition: e.disposition(),
-                        status: e.status(),
-                        message: e.to_string(),
+                        source: Box::new(source),
                     })
                 })
                 .boxed();
@@ -142,11 +138,10 @@ impl BlobBlockStore {
     }
 }
 
-fn storage_error(blob: &str, e: StorageError) -> TransferError {
+fn storage_error(blob: &str, source: StorageError) -> TransferError {
     TransferError::Storage {
         blob: blob.to_string(),
-        disposition: e.disposition(),
-        message: e.to_string(),
+        source: Box::new(source),
     }
 }
 

@@ -1,24 +1,22 @@
 //! [`TransferError`]: why a chunk was not archived, and what the caller must do about it.
 
-use crate::acs::ChunkRefusal;
+use crate::acs::{AcsError, ChunkRefusal};
 use crate::disposition::Disposition;
+use crate::storage::StorageError;
 
 /// Why a chunk was not archived. Each variant knows what the caller must do.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum TransferError {
     /// Reading from ACS failed (after the client's own retries).
-    #[error("chunk {index} ({document_id}): download: {message}")]
+    #[error("chunk {index} ({document_id}): download: {source}")]
     Download {
         /// Chunk index.
         index: u32,
         /// Chunk document id.
         document_id: String,
-        /// What the ACS client reported (no secrets).
-        message: String,
-        /// What the ACS client classified it as.
-        disposition: Disposition,
-        /// The HTTP status ACS answered with, if it answered.
-        status: Option<u16>,
+        /// What the ACS client reported (no secrets), with its status and request id.
+        #[source]
+        source: Box<AcsError>,
     },
     /// The chunk's URLs can never be requested; nothing was sent.
     #[error("chunk {index} ({document_id}): {reason}")]
@@ -31,14 +29,22 @@ pub enum TransferError {
         reason: Box<ChunkRefusal>,
     },
     /// A Blob Storage call failed (after the client's own retries).
-    #[error("blob {blob}: {message}")]
+    #[error("blob {blob}: {source}")]
     Storage {
         /// Blob name.
         blob: String,
-        /// What the Blob client reported, with the service's request id.
-        message: String,
-        /// What the Blob client classified it as.
-        disposition: Disposition,
+        /// What the Blob client reported, with the status, error code and request id.
+        #[source]
+        source: Box<StorageError>,
+    },
+    /// A block upload task died (a panic): nothing says the chunk is at fault, so try again.
+    #[error("blob {blob}: the block upload task failed: {source}")]
+    Task {
+        /// Blob name.
+        blob: String,
+        /// How it ended.
+        #[source]
+        source: tokio::task::JoinError,
     },
     /// The bytes read do not add up to what ACS announced.
     #[error("chunk {index} ({document_id}): expected {expected} bytes, got {actual}")]
@@ -82,24 +88,36 @@ impl TransferError {
     /// What the caller must do.
     pub fn disposition(&self) -> Disposition {
         match self {
-            TransferError::Download { disposition, .. }
-            | TransferError::Storage { disposition, .. } => *disposition,
+            TransferError::Download { source, .. } => source.disposition(),
+            TransferError::Storage { source, .. } => source.disposition(),
             // A short body that slipped past the download's own checks: try again.
-            TransferError::SizeMismatch { .. } => Disposition::Retry,
+            TransferError::SizeMismatch { .. } | TransferError::Task { .. } => Disposition::Retry,
             TransferError::Refused { .. }
             | TransferError::Conflict { .. }
             | TransferError::TooManyBlocks { .. } => Disposition::Drop,
         }
     }
 
+    /// The HTTP status of the service that failed, when one answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            TransferError::Download { source, .. } => source.status(),
+            TransferError::Storage { source, .. } => source.status(),
+            _ => None,
+        }
+    }
+
+    /// The failing service's request id (`x-ms-request-id`), for a support case.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            TransferError::Download { source, .. } => source.request_id(),
+            TransferError::Storage { source, .. } => source.request_id(),
+            _ => None,
+        }
+    }
+
     /// ACS answered 404: the recording is gone (deleted, or past its retention).
     pub(crate) fn is_not_found(&self) -> bool {
-        matches!(
-            self,
-            TransferError::Download {
-                status: Some(404),
-                ..
-            }
-        )
+        matches!(self, TransferError::Download { source, .. } if source.status() == Some(404))
     }
 }

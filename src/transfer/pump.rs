@@ -11,7 +11,6 @@ use super::hash::{md5_digest, ChunkHasher};
 use super::pool::BlockPool;
 use super::{BlockStore, SourceStream, Transfer, TransferError};
 use crate::blob::BlockId;
-use crate::disposition::Disposition;
 use crate::recording::ChunkJob;
 
 impl Transfer {
@@ -133,11 +132,10 @@ fn staged(
     blob: &str,
     joined: Result<Result<(), TransferError>, tokio::task::JoinError>,
 ) -> Result<(), TransferError> {
-    joined.unwrap_or_else(|e| {
-        Err(TransferError::Storage {
+    joined.unwrap_or_else(|source| {
+        Err(TransferError::Task {
             blob: blob.to_string(),
-            message: format!("the block upload task failed: {e}"),
-            disposition: Disposition::Retry,
+            source,
         })
     })
 }

@@ -11,13 +11,13 @@ use url::Url;
 use super::super::{
     BlockStore, ChunkReader, Committed, SourceStream, StoredBlob, Transfer, TransferError,
 };
-use crate::acs::{Deleted, UrlPolicy};
+use crate::acs::{AcsError, Deleted, TransportKind, UrlPolicy};
 use crate::blob::BlockId;
 use crate::clock::SystemClock;
 use crate::config::{BlobNameTemplate, TransferSettings};
-use crate::disposition::Disposition;
 use crate::identity::BoxFuture;
 use crate::recording::{CallIds, ChunkJob, ChunkSource};
+use crate::storage::StorageError;
 
 pub(super) const BLOCK: usize = 64 * 1024;
 
@@ -109,9 +109,15 @@ impl FakeReader {
             .then(|| TransferError::Download {
                 index: 0,
                 document_id: "doc-1".into(),
-                message: "404 Not Found".into(),
-                disposition: Disposition::Drop,
-                status: Some(404),
+                source: Box::new(AcsError::Status {
+                    host: "acs.test".into(),
+                    status: 404,
+                    request_id: None,
+                    ms_cv: None,
+                    body: String::new(),
+                    retry_after: None,
+                    attempts: 1,
+                }),
             })
     }
 }
@@ -149,9 +155,12 @@ impl ChunkReader for FakeReader {
                 Some(limit) if sent > limit => Err(TransferError::Download {
                     index: 0,
                     document_id: "doc-1".into(),
-                    message: "connection reset".into(),
-                    disposition: Disposition::Retry,
-                    status: None,
+                    source: Box::new(AcsError::Transport {
+                        host: "acs.test".into(),
+                        kind: TransportKind::Other,
+                        detail: "connection reset".into(),
+                        attempts: 1,
+                    }),
                 }),
                 _ => Ok(p),
             }
@@ -321,8 +330,15 @@ impl BlockStore for FakeStore {
         if failing.is_ok() {
             let e = TransferError::Storage {
                 blob: blob.to_string(),
-                message: "503 ServerBusy".into(),
-                disposition: Disposition::Retry,
+                source: Box::new(StorageError::Service {
+                    operation: "Put Blob",
+                    resource: blob.to_string(),
+                    status: 503,
+                    error_code: Some("ServerBusy".into()),
+                    request_id: None,
+                    message: None,
+                    attempts: 1,
+                }),
             };
             return Box::pin(async move { Err(e) });
         }
