@@ -142,54 +142,78 @@ impl Probe<'_> {
         error: Result<&StorageError, &QueueError>,
         elapsed: Duration,
     ) -> Status {
-        let failure = match error {
-            Ok(e) => Failure::of(e),
-            Err(_) => Failure::Other,
-        };
-        let shown = match (&failure, error) {
-            // The outermost error says only "error sending request"; the cause says what to fix.
-            (Failure::Unreachable { cause, host }, Ok(e)) => {
-                let at = host
-                    .as_deref()
-                    .map(|h| format!(" at {h}"))
-                    .unwrap_or_default();
-                format!("{cause}{at}{}", retried(attempts(e), elapsed))
-            }
-            // The subject already names the resource; the status, code and request id are
-            // what support asks for.
-            (
-                _,
-                Ok(StorageError::Service {
-                    status,
-                    error_code,
-                    request_id,
-                    message,
-                    attempts,
-                    ..
-                }),
-            ) => format!(
-                "HTTP {status} {}{} (request id {}){}",
-                error_code.as_deref().unwrap_or("-"),
-                message
-                    .as_deref()
-                    .map(|m| format!(": {}", m.trim_end_matches('.')))
-                    .unwrap_or_default(),
-                request_id.as_deref().unwrap_or("-"),
-                retried(*attempts, elapsed)
-            ),
-            (_, Ok(e)) => e.to_string(),
-            (_, Err(e)) => e.to_string(),
-        };
-        Status::Problem {
-            error: shown,
-            fix: fix(
-                need,
-                &failure,
-                Credential::of(self.credential),
-                self.setting,
-                name,
-            ),
+        problem(need, name, error, elapsed, self.credential, self.setting)
+    }
+}
+
+/// What reading the archive's container met, and what to fix: for the tools that read the
+/// archive (`archiver verify`), with the same causes and fixes as the probe.
+pub fn read_problem(
+    error: &StorageError,
+    elapsed: Duration,
+    credential: &StorageCredential,
+    setting: &str,
+    container: &str,
+) -> Status {
+    problem(
+        Need::ReadContainer,
+        container,
+        Ok(error),
+        elapsed,
+        credential,
+        setting,
+    )
+}
+
+fn problem(
+    need: Need,
+    name: &str,
+    error: Result<&StorageError, &QueueError>,
+    elapsed: Duration,
+    credential: &StorageCredential,
+    setting: &str,
+) -> Status {
+    let failure = match error {
+        Ok(e) => Failure::of(e),
+        Err(_) => Failure::Other,
+    };
+    let shown = match (&failure, error) {
+        // The outermost error says only "error sending request"; the cause says what to fix.
+        (Failure::Unreachable { cause, host }, Ok(e)) => {
+            let at = host
+                .as_deref()
+                .map(|h| format!(" at {h}"))
+                .unwrap_or_default();
+            format!("{cause}{at}{}", retried(attempts(e), elapsed))
         }
+        // The subject already names the resource; the status, code and request id are
+        // what support asks for.
+        (
+            _,
+            Ok(StorageError::Service {
+                status,
+                error_code,
+                request_id,
+                message,
+                attempts,
+                ..
+            }),
+        ) => format!(
+            "HTTP {status} {}{} (request id {}){}",
+            error_code.as_deref().unwrap_or("-"),
+            message
+                .as_deref()
+                .map(|m| format!(": {}", m.trim_end_matches('.')))
+                .unwrap_or_default(),
+            request_id.as_deref().unwrap_or("-"),
+            retried(*attempts, elapsed)
+        ),
+        (_, Ok(e)) => e.to_string(),
+        (_, Err(e)) => e.to_string(),
+    };
+    Status::Problem {
+        error: shown,
+        fix: fix(need, &failure, Credential::of(credential), setting, name),
     }
 }
 
@@ -334,6 +358,8 @@ enum Need {
     CreateQueue,
     /// Create the missing poison queue.
     CreatePoisonQueue,
+    /// List and read the recordings container.
+    ReadContainer,
 }
 
 impl Need {
@@ -451,6 +477,10 @@ fn fix(need: Need, failure: &Failure, credential: Credential, setting: &str, nam
              identity belongs to the account's tenant and, for a user-assigned identity, that \
              RECORDINGS_STORAGE__clientId is its client id"
         ),
+        (_, 404, "ContainerNotFound") => format!(
+            "container `{name}` does not exist in this account: check RECORDINGS_CONTAINER, and \
+             the account in {setting}"
+        ),
         (Credential::SharedKey, 403, "AuthenticationFailed" | "AuthorizationFailure") => format!(
             "the account refused the key in {setting} ({code}): the key was rotated or \
              mistyped (copy the current connection string), or the account's firewall or \
@@ -507,6 +537,10 @@ fn role_fix(need: Need, name: &str) -> String {
         Need::Container => format!(
             "grant the app's managed identity {BLOB_ROLE} on the storage account (or on \
              container `{name}`)"
+        ),
+        Need::ReadContainer => format!(
+            "grant the identity Storage Blob Data Reader (or {BLOB_ROLE}) on container \
+             `{name}` or on the storage account"
         ),
         Need::Queue | Need::PoisonQueue => format!(
             "grant the app's managed identity {TRIGGER_ROLES} on queue `{name}` (or on the \

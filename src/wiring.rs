@@ -8,7 +8,7 @@ use crate::acs::{self, AcsClient};
 use crate::app::{App, ChunkArchiver, QueueIntake};
 use crate::blob::BlobClient;
 use crate::clock::SystemClock;
-use crate::config::storage::StorageCredential;
+use crate::config::storage::{StorageCredential, StorageSettings};
 use crate::config::{
     acs::ACS_CONNECTION_STRING, ArchiveMode, ConfigError, Lookup, Settings, RECORDINGS_STORAGE,
 };
@@ -49,6 +49,54 @@ pub fn build_clients(settings: &Settings, lookup: &impl Lookup) -> Result<Client
     let acs_settings = settings.acs.clone().ok_or_else(|| {
         ConfigError::missing(ACS_CONNECTION_STRING, "the Communication Services connection string (endpoint=...;accesskey=...), or ACS_ENDPOINT with ACS_CREDENTIAL=managedidentity")
     })?;
+    let (storage, http, auth) = storage_access(settings, lookup)?;
+    let blob = BlobClient::new(
+        http.clone(),
+        storage.blob_endpoint.clone(),
+        settings.container.clone(),
+        auth.clone(),
+    );
+    let queue = storage.queue_endpoint.clone().map(|endpoint| {
+        QueueClient::new(http, endpoint, settings.transfer_queue.clone(), auth)
+            .with_retry_policy(ENQUEUE_RETRY)
+            .with_encoding(settings.message_encoding)
+    });
+    let acs_http = acs::http_client().map_err(|e| {
+        ConfigError::malformed(
+            ACS_CONNECTION_STRING,
+            format!("cannot build an HTTP client: {e}"),
+        )
+    })?;
+    let acs = AcsClient::new(
+        acs_http,
+        acs_settings,
+        settings.extra_allowed_hosts.clone(),
+        lookup,
+    );
+    Ok(Clients { acs, blob, queue })
+}
+
+/// A client for the recordings container alone: what reading the archive needs (`archiver
+/// verify`, `archiver find`), without the ACS settings the transfer needs.
+pub fn archive_client(
+    settings: &Settings,
+    lookup: &impl Lookup,
+) -> Result<BlobClient, ConfigError> {
+    let (storage, http, auth) = storage_access(settings, lookup)?;
+    Ok(BlobClient::new(
+        http,
+        storage.blob_endpoint.clone(),
+        settings.container.clone(),
+        auth,
+    ))
+}
+
+/// The storage settings, an HTTP client, and how to authorize: what every Storage client
+/// starts from. Fails, naming the setting, when the storage settings are missing or unusable.
+fn storage_access<'a>(
+    settings: &'a Settings,
+    lookup: &impl Lookup,
+) -> Result<(&'a StorageSettings, reqwest::Client, StorageAuth), ConfigError> {
     let storage = settings.storage.as_ref().ok_or_else(|| {
         ConfigError::missing(RECORDINGS_STORAGE, "a storage connection string, a container SAS URL, or RECORDINGS_STORAGE__blobServiceUri with RECORDINGS_STORAGE__credential=managedidentity")
     })?;
@@ -76,30 +124,7 @@ pub fn build_clients(settings: &Settings, lookup: &impl Lookup) -> Result<Client
     };
     let auth = StorageAuth::from_credential(&storage.credential, tokens)
         .map_err(|e| ConfigError::malformed(RECORDINGS_STORAGE, e.to_string()))?;
-    let blob = BlobClient::new(
-        http.clone(),
-        storage.blob_endpoint.clone(),
-        settings.container.clone(),
-        auth.clone(),
-    );
-    let queue = storage.queue_endpoint.clone().map(|endpoint| {
-        QueueClient::new(http, endpoint, settings.transfer_queue.clone(), auth)
-            .with_retry_policy(ENQUEUE_RETRY)
-            .with_encoding(settings.message_encoding)
-    });
-    let acs_http = acs::http_client().map_err(|e| {
-        ConfigError::malformed(
-            ACS_CONNECTION_STRING,
-            format!("cannot build an HTTP client: {e}"),
-        )
-    })?;
-    let acs = AcsClient::new(
-        acs_http,
-        acs_settings,
-        settings.extra_allowed_hosts.clone(),
-        lookup,
-    );
-    Ok(Clients { acs, blob, queue })
+    Ok((storage, http, auth))
 }
 
 /// What the Functions host needs of the settings beyond what the app needs: it binds

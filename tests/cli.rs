@@ -210,3 +210,163 @@ async fn replay_archives_a_dead_lettered_delivery_once() {
         output_text(&out)
     );
 }
+
+/// The archive client the settings in `env` give, for changing blobs behind the CLI's back.
+fn archive_client(env: &[(String, String)]) -> recording_archiver::blob::BlobClient {
+    let env = env.to_vec();
+    let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let settings = recording_archiver::config::Settings::load(&lookup).unwrap();
+    recording_archiver::wiring::archive_client(&settings, &lookup).unwrap()
+}
+
+/// Archives `docs` (added to `emu` only when listed in `present`) as one GA recording of
+/// `call` with `archiver replay`; returns the replay's output.
+async fn archive_with_replay(
+    emu: &AcsEmulator,
+    env: &[(String, String)],
+    call: &str,
+    docs: &[&str],
+    sizes: &[u64],
+) -> std::process::Output {
+    for (doc, size) in docs.iter().zip(sizes) {
+        emu.add_recording(doc, *size, 7, RecordingFormat::Mp4);
+    }
+    let event = ga_event(emu, &format!("evt-{call}"), call, docs, "Mp4");
+    let (env, text) = (env.to_vec(), event.to_string());
+    tokio::task::spawn_blocking(move || run_archiver(&env, &["replay", "-"], Some(&text)))
+        .await
+        .unwrap()
+}
+
+/// Runs `archiver verify` with `args`, off the runtime that serves the emulator.
+async fn verify(env: &[(String, String)], args: &[&str]) -> (Option<i32>, String) {
+    let env = env.to_vec();
+    let mut all = vec!["verify".to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = all.iter().map(String::as_str).collect();
+        run_archiver(&env, &args, None)
+    })
+    .await
+    .unwrap();
+    (out.status.code(), output_text(&out))
+}
+
+#[tokio::test]
+async fn verify_proves_an_archive_and_names_a_tampered_chunk() {
+    let emu = AcsEmulator::start(AcsEmulatorConfig::default())
+        .await
+        .unwrap();
+    let env = handler_env(Some(&emu));
+    let call = unique("call-verify");
+    let docs = ["0-wus-ver-aaaa", "0-wus-ver-bbbb", "0-wus-ver-cccc"];
+    // The first chunk takes two 8 MiB ranges to read.
+    let sizes = [9 * 1024 * 1024 + 5, 300_000, 1];
+    let out = archive_with_replay(&emu, &env, &call, &docs, &sizes).await;
+    assert!(out.status.success(), "{}", output_text(&out));
+    let prefix = format!("2026/11/24/{call}/");
+
+    let (code, shown) = verify(&env, &["--prefix", &prefix]).await;
+    assert_eq!(code, Some(0), "{shown}");
+    for (i, doc) in docs.iter().enumerate() {
+        let sha = emu.expected_sha256(doc).unwrap();
+        let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(
+            shown.contains(&format!("ok         {prefix}{i:03}-{doc}.mp4  "))
+                && shown.contains(&hex),
+            "{doc}: {shown}"
+        );
+    }
+    assert!(shown.contains("3 verified (9.3 MiB), 0 failed"), "{shown}");
+    assert!(!shown.contains('\x1b'), "no colour in a pipe: {shown}");
+
+    // Same size, same metadata, one byte different: only the hash can tell.
+    let client = archive_client(&env);
+    let tampered = format!("{prefix}001-{}.mp4", docs[1]);
+    let props = client.get_properties(&tampered).await.unwrap().unwrap();
+    let mut data = read_blob(setting(&env, "RECORDINGS_CONTAINER"), &tampered)
+        .await
+        .to_vec();
+    data[1000] ^= 0xff;
+    client
+        .put_blob_small(
+            &tampered,
+            data.into(),
+            &recording_archiver::blob::BlobCommitOptions {
+                content_type: props.content_type.clone(),
+                metadata: props.metadata.clone(),
+                if_none_match_star: false,
+                headers: Vec::new(),
+            },
+        )
+        .await
+        .unwrap();
+    let (code, shown) = verify(&env, &["--prefix", &prefix]).await;
+    assert_eq!(code, Some(1), "{shown}");
+    let line = shown
+        .lines()
+        .find(|l| l.starts_with("MISMATCH"))
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(
+        line.starts_with(&format!("MISMATCH   {tampered}: SHA-256 "))
+            && line.contains("the record says"),
+        "{line}"
+    );
+    assert!(shown.contains("2 verified"), "{shown}");
+}
+
+#[tokio::test]
+async fn verify_names_a_chunk_that_was_never_archived() {
+    let emu = AcsEmulator::start(AcsEmulatorConfig::default())
+        .await
+        .unwrap();
+    let env = handler_env(Some(&emu));
+    let call = unique("call-gap");
+    let docs = ["0-wus-gap-aaaa", "0-wus-gap-bbbb", "0-wus-gap-cccc"];
+    // ACS holds only the first two chunks: the third is never archived.
+    let out = archive_with_replay(&emu, &env, &call, &docs, &[300_000, 200_000]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    let prefix = format!("2026/11/24/{call}/");
+    let (code, shown) = verify(&env, &["--prefix", &prefix]).await;
+    assert_eq!(code, Some(1), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "MISSING    chunk 2 of 3 (event evt-{call}): not under `{prefix}`"
+        )),
+        "{shown}"
+    );
+    assert!(shown.contains("2 verified"), "{shown}");
+}
+
+#[tokio::test]
+async fn verify_that_cannot_read_the_archive_exits_2() {
+    let (code, shown) = verify(&[], &["--prefix", "2026/"]).await;
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(shown.contains("RECORDINGS_STORAGE"), "{shown}");
+
+    let mut env = handler_env(None);
+    set(&mut env, "RUST_LOG", "");
+    set(&mut env, "RECORDINGS_STORAGE", &storage_down());
+    let (code, shown) = verify(&env, &["--prefix", "2026/"]).await;
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(
+        shown.contains("archiver: cannot read container `rec-")
+            && shown.contains(": connection refused at 127.0.0.1:")
+            && shown.contains("(retried 2 times over")
+            && shown.contains("fix: nothing listens at 127.0.0.1:"),
+        "{shown}"
+    );
+
+    // A container that is not there: the setting to fix.
+    let mut env = handler_env(None);
+    set(&mut env, "RECORDINGS_CONTAINER", &unique("nowhere"));
+    let (code, shown) = verify(&env, &["--prefix", "2026/"]).await;
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(
+        shown.contains("HTTP 404 ContainerNotFound")
+            && shown.contains("fix: container `nowhere-")
+            && shown.contains("check RECORDINGS_CONTAINER"),
+        "{shown}"
+    );
+    assert!(!shown.contains("WARN"), "retries are summarised: {shown}");
+}

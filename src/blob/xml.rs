@@ -55,10 +55,10 @@ pub(crate) fn parse_block_list(xml: &str) -> Result<BlockLists, XmlError> {
     Ok((committed, uncommitted))
 }
 
-/// Reads a Find Blobs by Tags answer:
+/// Reads a List Blobs or Find Blobs by Tags answer (one shape):
 /// `<EnumerationResults><Blobs><Blob><Name>..</Name>...</Blob></Blobs><NextMarker>..</NextMarker>`,
 /// giving the blob names and the marker of the next page (`None` on the last page).
-pub(crate) fn parse_tagged_blobs(xml: &str) -> Result<(Vec<String>, Option<String>), XmlError> {
+pub(crate) fn parse_blob_names(xml: &str) -> Result<(Vec<String>, Option<String>), XmlError> {
     let events = events(xml)?;
     if events.first() != Some(&Event::Start("EnumerationResults")) {
         return Err(XmlError("not an enumeration result"));
@@ -108,12 +108,12 @@ mod tests {
             <ContainerName>rec</ContainerName><Tags><TagSet><Tag><Key>callId</Key><Value>c-1</Value>\
             </Tag></TagSet></Tags></Blob><Blob><Name>a/000.mp4.json</Name></Blob></Blobs>\
             <NextMarker>2!72!MDAw</NextMarker></EnumerationResults>";
-        let (names, marker) = parse_tagged_blobs(xml).unwrap();
+        let (names, marker) = parse_blob_names(xml).unwrap();
         assert_eq!(names, ["a/000 x&y.mp4", "a/000.mp4.json"]);
         assert_eq!(marker.as_deref(), Some("2!72!MDAw"));
         let last = "<EnumerationResults><Blobs/><NextMarker/></EnumerationResults>";
-        assert_eq!(parse_tagged_blobs(last).unwrap(), (vec![], None));
-        assert!(parse_tagged_blobs("<BlockList/>").is_err());
+        assert_eq!(parse_blob_names(last).unwrap(), (vec![], None));
+        assert!(parse_blob_names("<BlockList/>").is_err());
     }
 
     #[test]

@@ -3,23 +3,12 @@
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use super::settings;
 use super::term::Paint;
 use crate::config::{Lookup, Settings};
 use crate::preflight::{Finding, Status};
-use crate::retry::RetryPolicy;
 use crate::wiring;
-
-/// Retries for the probe: someone is waiting at a prompt, and a service that does not answer
-/// three attempts in five seconds is worth reporting rather than waiting out.
-const CHECK_RETRY: RetryPolicy = RetryPolicy {
-    max_attempts: 3,
-    deadline: Duration::from_secs(5),
-    base_delay: Duration::from_millis(200),
-    max_delay: Duration::from_secs(2),
-};
 
 /// One line of the checks: what was checked and how it came out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +98,7 @@ pub(crate) async fn run(settings: &Settings, lookup: &impl Lookup, source: &str)
         },
     });
     if let Some(mut probe) = wiring::probe(settings, &clients) {
-        probe.retry = Some(CHECK_RETRY);
+        probe.retry = Some(super::PROMPT_RETRY);
         lines.extend(probe.run().await.into_iter().map(Line::from));
     }
     // ACS has no harmless request to test a key with; the first download shows it.

@@ -14,6 +14,21 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
+    /// Progress over `total` bytes: bytes done, rate and ETA.
+    pub(crate) fn bytes(total: u64) -> Progress {
+        Progress::on_terminal(|| {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                )
+                .expect("the template is valid")
+                .progress_chars("=> "),
+            );
+            bar
+        })
+    }
+
     /// Progress over items whose number is not known in advance.
     pub(crate) fn count(unit: &'static str) -> Progress {
         Progress::on_terminal(|| {

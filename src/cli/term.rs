@@ -90,6 +90,7 @@ struct Tally {
     first: Option<Instant>,
     /// When the last retry's pause ends.
     until: Option<Instant>,
+    /// The last error, or its cause when it came with its source chain.
     last_error: Option<String>,
 }
 
@@ -173,6 +174,16 @@ impl Visit for RetryFields {
         }
     }
 
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if field.name() == "error" {
+            // With its source chain, the cause can be named: "connection refused".
+            self.error = Some(match Cause::of(value) {
+                Cause::Other(_) => value.to_string(),
+                cause => cause.to_string(),
+            });
+        }
+    }
+
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         if field.name() == "error" {
             // `%error` arrives here, formatted with Display.
@@ -236,13 +247,21 @@ mod tests {
                     "transient Storage failure; retrying"
                 );
             }
+            // An error value brings its source chain, whatever its own message says.
+            let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "os said no");
+            tracing::warn!(
+                attempt = 5u32,
+                delay_ms = 1500u64,
+                error = &refused as &(dyn std::error::Error + 'static),
+                "transient Storage failure; retrying"
+            );
             // Not a retry line: no `delay_ms`.
             tracing::warn!(attempt = 2, "something else");
         });
         // The lines came at once here, so the span is the last pause.
         assert_eq!(
             tally.take().unwrap(),
-            "retried 4 times over 1.5 s: connection refused"
+            "retried 5 times over 1.5 s: connection refused"
         );
         assert_eq!(tally.take(), None, "taking resets the count");
         assert_eq!(

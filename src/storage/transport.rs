@@ -327,7 +327,7 @@ impl Transport {
                         status = error.status(),
                         error_code = error.error_code(),
                         request_id = error.request_id(),
-                        error = %error,
+                        error = &error as &(dyn std::error::Error + 'static),
                         "transient Storage failure; retrying"
                     );
                     tokio::time::sleep(delay).await;
