@@ -27,12 +27,12 @@ use tracing::Instrument;
 use crate::acs::{ChunkRefusal, UrlPolicy};
 use crate::disposition::Disposition;
 use crate::eventgrid::{self, DeliveryError, EventKind, MAX_EVENTS_PER_DELIVERY};
-use crate::identity::BoxFuture;
 use crate::json;
 use crate::queue::{QueueClient, QueueError};
 use crate::recording::{self, ChunkJob, EventContext, Siblings};
 use crate::redact;
 use crate::transfer::{Transfer, TransferError, TransferReport};
+use futures_util::future::BoxFuture;
 
 /// What became of one chunk job.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,20 +6,16 @@
 //! `access_token` and `expires_on`, epoch seconds as a *string*. ACS, Blob and Queue all use the
 //! same [`TokenSource`], one instance per resource.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use url::Url;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Lookup, Secret};
 use crate::disposition::Disposition;
-
-/// A boxed future, so token sources can sit behind `dyn`.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Why no token could be had.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +29,7 @@ pub struct IdentityError {
 impl IdentityError {
     /// A failure to get a token for `resource`; `disposition` says whether asking again later
     /// may help (the endpoint's hiccups) or not (a malformed answer, a missing identity).
-    pub fn new(
+    pub(crate) fn new(
         resource: impl Into<String>,
         reason: impl Into<String>,
         disposition: Disposition,
@@ -63,22 +59,22 @@ pub trait TokenSource: Send + Sync + std::fmt::Debug {
 }
 
 /// The local token endpoint the platform gives the app.
-pub const IDENTITY_ENDPOINT: &str = "IDENTITY_ENDPOINT";
+pub(crate) const IDENTITY_ENDPOINT: &str = "IDENTITY_ENDPOINT";
 /// The secret the token endpoint wants back in `X-IDENTITY-HEADER` (rotated by the platform).
-pub const IDENTITY_HEADER: &str = "IDENTITY_HEADER";
+pub(crate) const IDENTITY_HEADER: &str = "IDENTITY_HEADER";
 /// The App Service managed-identity protocol version.
-pub const API_VERSION: &str = "2019-08-01";
+pub(crate) const API_VERSION: &str = "2019-08-01";
 /// Resource (audience) for ACS data-plane calls. The SDKs' scope is
 /// `https://communication.azure.com//.default`; the token endpoint takes the resource.
 pub const ACS_RESOURCE: &str = "https://communication.azure.com/";
 /// A cached token is replaced this long before it expires, so a request signed with it never
 /// reaches the service already expired.
-pub const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// The token endpoint is local; a reply slower than this means it is in trouble.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Tokens from the App Service / Functions managed-identity endpoint, cached until
-/// [`REFRESH_MARGIN`] before they expire.
+/// `REFRESH_MARGIN` (five minutes) before they expire.
 pub struct ManagedIdentityTokens {
     http: reqwest::Client,
     endpoint: Url,

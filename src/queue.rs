@@ -1,6 +1,7 @@
 //! Queue REST for queue mode: the webhook hands each chunk to `RecordingTransfer` through a
 //! Storage queue (Put Message). A thin operation set over the Storage
-//! [`Transport`] (auth, `x-ms-version`, retries, error parsing), which the Blob client shares.
+//! transport ([`crate::storage`]: auth, `x-ms-version`, retries, error parsing), which the Blob
+//! client shares.
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -77,7 +78,7 @@ pub struct QueueClient {
 impl QueueClient {
     /// A client for `queue` at the Queue service `endpoint` (host-style
     /// `https://acct.queue.core.windows.net` or path-style `http://127.0.0.1:10001/devstoreaccount1`).
-    pub fn new(
+    pub(crate) fn new(
         http: reqwest::Client,
         endpoint: Url,
         queue: impl Into<String>,
@@ -93,7 +94,7 @@ impl QueueClient {
     /// A client for this queue's poison queue, `<queue>-poison`: where the Functions host
     /// moves a message after `maxDequeueCount` failures, and where a message that can never
     /// succeed is moved at once. It shares this client's transport and retry policy.
-    pub fn poison_queue(&self) -> QueueClient {
+    pub(crate) fn poison_queue(&self) -> QueueClient {
         QueueClient {
             queue: format!("{}-poison", self.queue),
             ..self.clone()
@@ -101,26 +102,26 @@ impl QueueClient {
     }
 
     /// Uses another retry policy (tests shorten it).
-    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+    pub(crate) fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
         self.transport = self.transport.with_retry_policy(retry);
         self
     }
 
     /// Writes message text this way (host.json `messageEncoding` must agree).
-    pub fn with_encoding(mut self, encoding: MessageEncoding) -> Self {
+    pub(crate) fn with_encoding(mut self, encoding: MessageEncoding) -> Self {
         self.encoding = encoding;
         self
     }
 
     /// The queue's name.
-    pub fn queue(&self) -> &str {
+    pub(crate) fn queue(&self) -> &str {
         &self.queue
     }
 
     /// Whether the queue exists and its messages can be read, by Peek Messages, which changes
     /// nothing: `Ok(false)` on 404 `QueueNotFound`. Needs what the queue trigger needs to read
     /// (Storage Queue Data Reader, or a key or SAS with read permission).
-    pub async fn exists(&self) -> Result<bool, QueueError> {
+    pub(crate) async fn exists(&self) -> Result<bool, QueueError> {
         let request = self
             .request(
                 "Peek Messages",
@@ -139,7 +140,7 @@ impl QueueClient {
     }
 
     /// Creates the queue; an existing queue is fine.
-    pub async fn create_queue(&self) -> Result<(), QueueError> {
+    pub(crate) async fn create_queue(&self) -> Result<(), QueueError> {
         let request = self
             .request("Create Queue", Method::PUT, "", "")
             .map_err(|source| self.error(source))?
@@ -148,7 +149,7 @@ impl QueueClient {
     }
 
     /// The size of `text` on the wire, as encoded.
-    pub fn encoded_len(&self, text: &str) -> usize {
+    pub(crate) fn encoded_len(&self, text: &str) -> usize {
         match self.encoding {
             MessageEncoding::Base64 => text.len().div_ceil(3) * 4,
             MessageEncoding::None => {
@@ -158,14 +159,14 @@ impl QueueClient {
     }
 
     /// Whether `text` fits in one message, as encoded.
-    pub fn fits(&self, text: &str) -> bool {
+    pub(crate) fn fits(&self, text: &str) -> bool {
         self.encoded_len(text) <= MAX_MESSAGE_BYTES
     }
 
     /// Enqueues `text`, encoded as the Functions queue trigger will read it (base64 by
     /// default, or XML-escaped text with `messageEncoding: none`). Creates the queue on first
     /// use. Returns the message id.
-    pub async fn put_message(&self, text: &str) -> Result<String, QueueError> {
+    pub(crate) async fn put_message(&self, text: &str) -> Result<String, QueueError> {
         if !self.fits(text) {
             return Err(QueueError::TooLarge {
                 queue: self.queue.clone(),

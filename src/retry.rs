@@ -41,7 +41,7 @@ pub trait Jitter: Send + Sync {
 
 /// The process-wide jitter from `fastrand`.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct RandomJitter;
+pub(crate) struct RandomJitter;
 
 impl Jitter for RandomJitter {
     fn next_unit(&self) -> f64 {
@@ -60,7 +60,7 @@ impl Jitter for FixedJitter {
 }
 
 /// The state of one retried operation: how many attempts were made and when it started.
-pub struct Backoff<'a> {
+pub(crate) struct Backoff<'a> {
     policy: RetryPolicy,
     jitter: &'a dyn Jitter,
     started: Instant,
@@ -70,7 +70,7 @@ pub struct Backoff<'a> {
 
 impl<'a> Backoff<'a> {
     /// Starts counting now; the first attempt is about to be made.
-    pub fn new(policy: RetryPolicy, jitter: &'a dyn Jitter) -> Self {
+    pub(crate) fn new(policy: RetryPolicy, jitter: &'a dyn Jitter) -> Self {
         Backoff {
             policy,
             jitter,
@@ -81,13 +81,13 @@ impl<'a> Backoff<'a> {
     }
 
     /// Attempts made so far (1 before the first retry).
-    pub fn attempts(&self) -> u32 {
+    pub(crate) fn attempts(&self) -> u32 {
         self.attempts
     }
 
     /// The pause before the next attempt, or `None` when the attempts or the deadline are used
     /// up. A server's `Retry-After` is honoured when it is longer than our own delay.
-    pub fn next_delay(&mut self, retry_after: Option<Duration>) -> Option<Duration> {
+    pub(crate) fn next_delay(&mut self, retry_after: Option<Duration>) -> Option<Duration> {
         if self.attempts >= self.policy.max_attempts {
             return None;
         }
@@ -107,7 +107,7 @@ impl<'a> Backoff<'a> {
     }
 
     /// Waits [`Backoff::next_delay`]; `false` when no attempt is left.
-    pub async fn wait(&mut self, retry_after: Option<Duration>) -> bool {
+    pub(crate) async fn wait(&mut self, retry_after: Option<Duration>) -> bool {
         match self.next_delay(retry_after) {
             Some(d) => {
                 tokio::time::sleep(d).await;
@@ -120,7 +120,12 @@ impl<'a> Backoff<'a> {
 
 /// "Decorrelated jitter": a uniform pick between `base` and three times the previous delay,
 /// capped at `max`. Spreads retries of many clients without growing without bound.
-pub fn decorrelated(base: Duration, previous: Duration, max: Duration, unit: f64) -> Duration {
+pub(crate) fn decorrelated(
+    base: Duration,
+    previous: Duration,
+    max: Duration,
+    unit: f64,
+) -> Duration {
     let low = base.as_secs_f64();
     let high = (previous.as_secs_f64() * 3.0).max(low);
     let pick = low + (high - low) * unit.clamp(0.0, 1.0);
@@ -128,13 +133,13 @@ pub fn decorrelated(base: Duration, previous: Duration, max: Duration, unit: f64
 }
 
 /// Statuses worth another try: 408, 429 and every 5xx.
-pub fn is_retryable_status(status: u16) -> bool {
+pub(crate) fn is_retryable_status(status: u16) -> bool {
     status == 408 || status == 429 || (500..600).contains(&status)
 }
 
 /// Parses `Retry-After`: delta seconds or an HTTP date (relative to `now`). Values beyond an
 /// hour are capped there; a date in the past means "now".
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     const CAP: Duration = Duration::from_secs(3600);
     let value = value.trim();
     let wait = if let Ok(secs) = value.parse::<u64>() {

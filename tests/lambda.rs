@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use archiver_testkit::lambda::{LambdaFunction, LambdaRuntime, Outcome};
+use futures_util::future::BoxFuture;
 use lambda_http::Body;
 use recording_archiver::app::{App, ArchiveError, ArchiveOutcome, ChunkArchiver};
 use recording_archiver::config::{Secret, WebhookAuth};
 use recording_archiver::host::lambda;
-use recording_archiver::identity::BoxFuture;
 use recording_archiver::recording::ChunkJob;
 use serde_json::{json, Value};
 use support::{handler_env, pairs, set};

@@ -33,7 +33,7 @@ use crate::storage::transport::{Request, Response};
 use crate::storage::{AuthError, StorageAuth, StorageError, Transport};
 
 /// Largest Put Blob body (version 2019-12-12 and later); bigger uploads must use blocks.
-pub const MAX_PUT_BLOB_BYTES: usize = 5000 * 1024 * 1024;
+pub(crate) const MAX_PUT_BLOB_BYTES: usize = 5000 * 1024 * 1024;
 
 const MS_BLOB_TYPE: HeaderName = HeaderName::from_static("x-ms-blob-type");
 const MS_BLOB_CONTENT_LENGTH: &str = "x-ms-blob-content-length";
@@ -187,7 +187,7 @@ impl BlobClient {
     }
 
     /// Put Blob: writes a small blob (a JSON document, say) in one request, with its MD5 and
-    /// the same properties and conditions as a commit. At most [`MAX_PUT_BLOB_BYTES`].
+    /// the same properties and conditions as a commit. At most 5000 MiB (`MAX_PUT_BLOB_BYTES`).
     pub async fn put_blob_small(
         &self,
         blob: &str,

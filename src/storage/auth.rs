@@ -22,9 +22,9 @@ use crate::config::Secret;
 use crate::identity::{IdentityError, TokenSource};
 
 /// `x-ms-date`: the signing time, sent on every request.
-pub const MS_DATE: HeaderName = HeaderName::from_static("x-ms-date");
+pub(crate) const MS_DATE: HeaderName = HeaderName::from_static("x-ms-date");
 /// `x-ms-version`: the REST API version, sent on every request.
-pub const MS_VERSION: HeaderName = HeaderName::from_static("x-ms-version");
+pub(crate) const MS_VERSION: HeaderName = HeaderName::from_static("x-ms-version");
 
 /// How requests to one storage account are authorized. Cheap to clone; shared by the Blob and
 /// Queue clients. `Debug` never shows the key, SAS or token.
@@ -116,7 +116,12 @@ fn sensitive(value: &str, what: &'static str) -> Result<HeaderValue, AuthError> 
 ///
 /// `Content-Length` is signed as an empty string when it is absent or `0` (version 2015-02-21
 /// and later; Azurite refuses a signed `0`). `Date` is always empty: we send `x-ms-date`.
-pub fn string_to_sign(method: &Method, url: &Url, headers: &HeaderMap, account: &str) -> String {
+pub(crate) fn string_to_sign(
+    method: &Method,
+    url: &Url,
+    headers: &HeaderMap,
+    account: &str,
+) -> String {
     let header = |name: &str| {
         headers
             .get(name)
@@ -203,7 +208,7 @@ fn decode(s: &str) -> String {
 }
 
 /// `base64(HMAC-SHA256(key, string_to_sign))`.
-pub fn shared_key_signature(key: &[u8], string_to_sign: &str) -> String {
+pub(crate) fn shared_key_signature(key: &[u8], string_to_sign: &str) -> String {
     // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(string_to_sign.as_bytes());
@@ -211,7 +216,7 @@ pub fn shared_key_signature(key: &[u8], string_to_sign: &str) -> String {
 }
 
 /// Appends a SAS (already URL-encoded query parameters, no `?`) to `url`'s query.
-pub fn append_sas(url: &mut Url, sas: &str) {
+pub(crate) fn append_sas(url: &mut Url, sas: &str) {
     let query = match url.query() {
         Some(q) if !q.is_empty() => format!("{q}&{sas}"),
         _ => sas.to_string(),
@@ -221,7 +226,7 @@ pub fn append_sas(url: &mut Url, sas: &str) {
 
 /// `url` with the value of any `sig` query parameter replaced by `REDACTED`: the only form of a
 /// storage URL that may reach a log line or an error message.
-pub fn redact_url(url: &Url) -> String {
+pub(crate) fn redact_url(url: &Url) -> String {
     let mut url = url.clone();
     if let Some(query) = url.query() {
         let redacted: Vec<String> = query
@@ -239,7 +244,7 @@ pub fn redact_url(url: &Url) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::BoxFuture;
+    use futures_util::future::BoxFuture;
 
     const AZURITE_KEY: &str =
         "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";

@@ -26,10 +26,10 @@ use crate::retry::{
 /// `Content-Length` for bodiless requests needs 2015-02-21 or later; the SAS string formats we
 /// generate in tests are those of 2020-12-06 and later. Azurite 3.35.0 accepts it without
 /// `--skipApiVersionCheck`.
-pub const DEFAULT_API_VERSION: &str = "2021-08-06";
+pub(crate) const DEFAULT_API_VERSION: &str = "2021-08-06";
 /// Default limit on one attempt (request, answer and body). A Put Block of the largest block we
 /// expect (tens of MiB) fits well inside it on any sane link.
-pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Characters kept as they are in a resource path: unreserved ones and `/` (virtual
 /// directories), as the official SDKs do; everything else is percent-encoded, so the path we
@@ -45,7 +45,7 @@ const PATH_KEEP: &AsciiSet = &NON_ALPHANUMERIC
 /// `https://acct.blob.core.windows.net` or path-style `http://127.0.0.1:10000/devstoreaccount1`).
 /// Cheap to clone.
 #[derive(Clone)]
-pub struct Transport {
+pub(crate) struct Transport {
     http: reqwest::Client,
     endpoint: Url,
     auth: StorageAuth,
@@ -162,7 +162,7 @@ impl Response {
 
 impl Transport {
     /// A transport to `endpoint`, authorized by `auth`, with the default retry policy.
-    pub fn new(http: reqwest::Client, endpoint: Url, auth: StorageAuth) -> Self {
+    pub(crate) fn new(http: reqwest::Client, endpoint: Url, auth: StorageAuth) -> Self {
         Transport {
             http,
             endpoint,
@@ -175,25 +175,25 @@ impl Transport {
     }
 
     /// Replaces the retry policy (attempts, deadline, delays).
-    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+    pub(crate) fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
     }
 
     /// Replaces the jitter source (tests use [`crate::retry::FixedJitter`]).
-    pub fn with_jitter(mut self, jitter: Arc<dyn Jitter>) -> Self {
+    pub(crate) fn with_jitter(mut self, jitter: Arc<dyn Jitter>) -> Self {
         self.jitter = jitter;
         self
     }
 
     /// Replaces the clock that dates (and so signs) requests.
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
     }
 
     /// Replaces the per-attempt timeout.
-    pub fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
+    pub(crate) fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = timeout;
         self
     }

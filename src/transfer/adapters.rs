@@ -9,9 +9,9 @@ use url::Url;
 use super::{BlockStore, ChunkReader, Committed, SourceStream, StoredBlob, TransferError};
 use crate::acs::{AcsClient, AcsError, Deleted, UrlPolicy};
 use crate::blob::{BlobClient, BlobCommitOptions, BlockId, CommitOutcome};
-use crate::identity::BoxFuture;
 use crate::recording::ChunkJob;
 use crate::storage::StorageError;
+use futures_util::future::BoxFuture;
 
 /// Reads chunks from ACS.
 #[derive(Debug, Clone)]

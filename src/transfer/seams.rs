@@ -9,8 +9,8 @@ use url::Url;
 use super::TransferError;
 use crate::acs::{Deleted, UrlPolicy};
 use crate::blob::BlockId;
-use crate::identity::BoxFuture;
 use crate::recording::ChunkJob;
+use futures_util::future::BoxFuture;
 
 /// The media stream from ACS, from some offset.
 pub(crate) struct SourceStream {

@@ -15,9 +15,9 @@ use crate::acs::{AcsError, Deleted, TransportKind, UrlPolicy};
 use crate::blob::BlockId;
 use crate::clock::SystemClock;
 use crate::config::{BlobNameTemplate, TransferSettings};
-use crate::identity::BoxFuture;
 use crate::recording::{CallIds, ChunkJob, ChunkSource};
 use crate::storage::StorageError;
+use futures_util::future::BoxFuture;
 
 pub(super) const BLOCK: usize = 64 * 1024;
 
