@@ -331,7 +331,7 @@ async fn verify_names_a_chunk_that_was_never_archived() {
     assert_eq!(code, Some(1), "{shown}");
     assert!(
         shown.contains(&format!(
-            "MISSING    chunk 2 of 3 (event evt-{call}): not under `{prefix}`"
+            "MISSING    chunk 2 of 3 (event evt-{call}): no archive record for `{prefix}`"
         )),
         "{shown}"
     );

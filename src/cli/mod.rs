@@ -7,8 +7,9 @@
 //!   trigger to them, and that the recordings container, the transfer queue and its poison
 //!   queue exist or can be created (naming the role or setting to fix when not).
 //! * `archiver replay FILE...`: archives the recordings named in event or job files now.
-//! * `archiver verify --prefix P`: reads every archived chunk back and proves it against its
-//!   record and metadata (SHA-256 and size).
+//! * `archiver verify --call ID | --server-call ID | --recording ID | --since DATE [--until
+//!   DATE] | --prefix P`: reads every archived chunk back and proves it against its record and
+//!   metadata (SHA-256 and size).
 //!
 //! Settings come from the environment, or from a `local.settings.json` with `--settings`.
 //! Exit codes: 0 done, 1 a check or an item failed, 2 the command could not run (settings).
@@ -36,6 +37,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::catalog::{Selector, SelectorError};
 use crate::config::{env_lookup, Settings};
 use crate::retry::RetryPolicy;
 
@@ -74,10 +76,57 @@ enum Command {
     /// record and blob metadata. Exit 0: all verified; 1: a chunk differs or is missing;
     /// 2: the archive could not be read.
     Verify {
-        /// Verify every chunk whose blob name starts with this prefix (e.g. `2026/11/29/`).
-        #[arg(long)]
-        prefix: String,
+        #[command(flatten)]
+        select: Select,
+        /// Or: every chunk whose blob name starts with this prefix (e.g. `2026/11/29/`), found
+        /// by listing rather than by tags.
+        #[arg(long, group = "selector")]
+        prefix: Option<String>,
     },
+}
+
+/// Which recordings a command is about, found by their blob index tags.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct Select {
+    #[command(flatten)]
+    by: SelectBy,
+    /// With --since: recordings that started before the end of this date, or before this time.
+    #[arg(long, requires = "since")]
+    until: Option<String>,
+}
+
+/// The one thing recordings are selected by.
+#[derive(clap::Args, Debug, Clone)]
+#[group(id = "selector", required = true, multiple = false)]
+struct SelectBy {
+    /// The recordings of this call (the call id of the event subject).
+    #[arg(long)]
+    call: Option<String>,
+    /// The recordings of this server call id.
+    #[arg(long)]
+    server_call: Option<String>,
+    /// This recording.
+    #[arg(long)]
+    recording: Option<String>,
+    /// Recordings that started on or after this date (YYYY-MM-DD, UTC) or time (RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
+}
+
+impl Select {
+    /// The selector given, if any (`None` when another member of the group was).
+    pub(crate) fn selector(&self) -> Option<Result<Selector, SelectorError>> {
+        let by = &self.by;
+        let id = |f: fn(String) -> Selector, v: &Option<String>| v.clone().map(|v| Ok(f(v)));
+        id(Selector::Call, &by.call)
+            .or_else(|| id(Selector::ServerCall, &by.server_call))
+            .or_else(|| id(Selector::Recording, &by.recording))
+            .or_else(|| {
+                by.since
+                    .as_deref()
+                    .map(|since| Selector::started(since, self.until.as_deref()))
+            })
+    }
 }
 
 /// Runs the tool on the process's arguments and environment.
@@ -104,7 +153,15 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Check => check::run(&settings, &lookup, &source).await,
             Command::Replay { files } => replay::run(&settings, &lookup, &files, &retries).await,
-            Command::Verify { prefix } => verify::run(&settings, &lookup, &prefix, &retries).await,
+            Command::Verify { select, prefix } => {
+                let target = match (prefix, select.selector()) {
+                    (Some(prefix), _) => verify::Target::Prefix(prefix),
+                    (None, Some(Ok(selector))) => verify::Target::Tags(selector),
+                    (None, Some(Err(e))) => return fail(&e),
+                    (None, None) => unreachable!("clap requires one selector"),
+                };
+                verify::run(&settings, &lookup, &target, &retries).await
+            }
         }
     })
 }
@@ -128,4 +185,36 @@ fn local_settings(path: &Path) -> Result<HashMap<String, String>, String> {
 fn fail(e: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("archiver: {e}");
     ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn select(args: &[&str]) -> Result<(Select, Option<String>), clap::Error> {
+        let cli = Cli::try_parse_from(["archiver", "verify"].iter().chain(args))?;
+        match cli.command {
+            Command::Verify { select, prefix } => Ok((select, prefix)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn verify_takes_exactly_one_selector() {
+        let (s, prefix) = select(&["--call", "c-1"]).unwrap();
+        assert_eq!(s.selector().unwrap().unwrap(), Selector::Call("c-1".into()));
+        assert_eq!(prefix, None);
+        let (s, _) = select(&["--since", "2026-11-24", "--until", "2026-11-24"]).unwrap();
+        assert_eq!(
+            s.selector().unwrap().unwrap(),
+            Selector::started("2026-11-24", Some("2026-11-24")).unwrap()
+        );
+        let (s, prefix) = select(&["--prefix", "2026/11/"]).unwrap();
+        assert!(s.selector().is_none());
+        assert_eq!(prefix.as_deref(), Some("2026/11/"));
+        assert!(select(&[]).is_err());
+        assert!(select(&["--call", "c-1", "--prefix", "p"]).is_err());
+        assert!(select(&["--call", "c-1", "--recording", "r"]).is_err());
+        assert!(select(&["--until", "2026-11-24"]).is_err());
+    }
 }

@@ -1,4 +1,6 @@
-//! `archiver verify`: proves that archived chunks are what was archived. Each chunk's media is
+//! `archiver verify`: proves that archived chunks are what was archived. The chunks are those
+//! of the recordings a [`Selector`] finds by their index tags, or every chunk under a blob-name
+//! prefix (List Blobs, for archives written before tags, or a whole day). Each chunk's media is
 //! read back range by range (memory: one range), its SHA-256 recomputed and compared with the
 //! archive record (`<media>.json`) and with the blob's own metadata (`sha256`,
 //! `archivedbytes`); a recording whose records say it has more chunks than were found has a
@@ -8,6 +10,7 @@
 //! prove it by; 2 the archive could not be read (settings, access, network).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -18,6 +21,7 @@ use super::progress::Progress;
 use super::settings::bytes;
 use super::term::{Paint, RetryTally};
 use crate::blob::{BlobClient, BlobProperties};
+use crate::catalog::{self, CatalogError, Selector};
 use crate::config::{Lookup, Settings};
 use crate::preflight::{read_problem, Status};
 use crate::storage::StorageError;
@@ -141,7 +145,31 @@ pub(crate) fn judge(
     }
 }
 
-/// The chunks under a prefix, grouped by recording, and what cannot be a whole chunk.
+/// Which chunks to verify.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// The recordings a selector finds by their blob index tags.
+    Tags(Selector),
+    /// Everything under a blob-name prefix, by listing.
+    Prefix(String),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Tags(Selector::Call(id)) => write!(f, "call {id}"),
+            Target::Tags(Selector::ServerCall(id)) => write!(f, "server call {id}"),
+            Target::Tags(Selector::Recording(id)) => write!(f, "recording {id}"),
+            Target::Tags(Selector::Started { since, until }) => match until {
+                Some(until) => write!(f, "recordings started from {since} until {until}"),
+                None => write!(f, "recordings started from {since}"),
+            },
+            Target::Prefix(p) => write!(f, "`{p}`"),
+        }
+    }
+}
+
+/// The chunks found, grouped by recording, and what cannot be a whole chunk.
 #[derive(Debug, Default)]
 struct Found {
     /// Per recording (its event id): its chunk count and its chunks' records by index.
@@ -184,6 +212,34 @@ async fn find_by_prefix(blob: &BlobClient, prefix: &str) -> Result<Found, Storag
                 Verdict::Missing(format!("no archive record (`{record}`)")),
             ));
         }
+    }
+    Ok(found)
+}
+
+/// The recordings `selector` finds by their tags, as [`Found`].
+async fn find_by_tags(blob: &BlobClient, selector: &Selector) -> Result<Found, CatalogError> {
+    let mut found = Found::default();
+    for recording in catalog::find(blob, selector).await? {
+        let count = recording.chunk_count.unwrap_or(0);
+        let chunks = recording
+            .chunks
+            .into_iter()
+            .map(|c| {
+                let recorded = Recorded {
+                    source_event_id: recording.event_id.clone(),
+                    chunk_index: c.index,
+                    chunk_count: count,
+                    media_blob: c.media_blob,
+                    size_bytes: c.size_bytes,
+                    sha256: c.sha256,
+                    sha256_note: None,
+                };
+                (c.index, recorded)
+            })
+            .collect();
+        found
+            .recordings
+            .insert(recording.event_id.clone(), (count, chunks));
     }
     Ok(found)
 }
@@ -274,11 +330,11 @@ fn line(paint: Paint, blob: &str, verdict: &Verdict) -> String {
     }
 }
 
-/// Verifies every chunk under `prefix`.
+/// Verifies every chunk of `target`.
 pub(crate) async fn run(
     settings: &Settings,
     lookup: &impl Lookup,
-    prefix: &str,
+    target: &Target,
     retries: &RetryTally,
 ) -> ExitCode {
     let paint = Paint::stdout();
@@ -289,9 +345,16 @@ pub(crate) async fn run(
     let started = Instant::now();
     // The listing shows at once whether the archive can be read at all.
     let lister = blob.clone().with_retry_policy(super::PROMPT_RETRY);
-    let found = match find_by_prefix(&lister, prefix).await {
+    let found = match target {
+        Target::Prefix(prefix) => find_by_prefix(&lister, prefix)
+            .await
+            .map_err(CatalogError::Storage),
+        Target::Tags(selector) => find_by_tags(&lister, selector).await,
+    };
+    let found = match found {
         Ok(f) => f,
-        Err(e) => return cannot_read(&e, started, settings, retries),
+        Err(CatalogError::Storage(e)) => return cannot_read(&e, started, settings, retries),
+        Err(e @ CatalogError::Selector(_)) => return super::fail(&e),
     };
     let mut tally = Tally::default();
     let mut results: Vec<(String, Verdict)> = Vec::new();
@@ -301,7 +364,7 @@ pub(crate) async fn run(
         for index in (0..*count).filter(|i| !chunks.contains_key(i)) {
             results.push((
                 format!("chunk {index} of {count} (event {event})"),
-                Verdict::Missing(format!("not under `{prefix}`")),
+                Verdict::Missing(format!("no archive record for {target}")),
             ));
         }
         for recorded in chunks.values() {
@@ -317,7 +380,7 @@ pub(crate) async fn run(
     }
     results.extend(found.strays);
     if todo.is_empty() && results.is_empty() {
-        println!("Nothing archived under `{prefix}`.");
+        println!("Nothing archived for {target}.");
         return ExitCode::FAILURE;
     }
     let progress = Progress::bytes(todo.iter().map(|(_, s)| s.content_length).sum());
