@@ -8,7 +8,7 @@
 //!
 //! | module | job |
 //! |---|---|
-//! | [`disposition`] | what a caller must do with a finished unit of work: done, retry, drop |
+//! | [`disposition`] | what a caller must do with a failed unit of work: retry or drop |
 //! | [`redact`] | what of a request may reach a log line: clipped to a bound, URL query values as `***` (pure) |
 //! | [`json`] | reading untrusted JSON at a cost proportional to its size (pure) |
 //! | [`config`] | every setting, read once from the environment and validated; [`config::Secret`] |
