@@ -1057,4 +1057,66 @@ mod tests {
         );
         assert_eq!(e.disposition(), Disposition::Drop);
     }
+
+    /// A chunk that failed as the queue's answer `status` classifies it.
+    fn failed(document_id: &str, status: u16) -> ChunkFailure {
+        ChunkFailure {
+            event_id: Arc::from("e"),
+            document_id: document_id.into(),
+            index: 0,
+            error: ArchiveError::Enqueue {
+                index: 0,
+                document_id: document_id.into(),
+                source: QueueError::Storage {
+                    queue: "q".into(),
+                    source: Box::new(service_error(status, "req")),
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn triage_answers_503_listing_only_the_chunks_to_retry() {
+        let done = Submitted {
+            enqueued: 1,
+            retry: 1,
+            dropped: 1,
+            failures: vec![failed("a", 400), failed("b", 503)],
+            ..Submitted::default()
+        };
+        let answer = Triage::default().answer(1, done);
+        assert_eq!(answer.status, 503);
+        let body = answer.body.unwrap();
+        let chunks = body["chunks"].as_array().unwrap();
+        assert_eq!(chunks.len(), 1, "{body}");
+        assert_eq!(chunks[0]["documentId"], "b", "{body}");
+    }
+
+    #[test]
+    fn triage_refuses_a_delivery_only_when_nothing_in_it_was_processed() {
+        let dropped = || Submitted {
+            dropped: 1,
+            failures: vec![failed("a", 400)],
+            ..Submitted::default()
+        };
+        let answer = Triage::default().answer(1, dropped());
+        assert_eq!(answer.status, 400);
+        assert_eq!(answer.body.unwrap()["rejected"][0]["documentId"], "a");
+
+        let acknowledged = Triage {
+            acknowledged: 1,
+            ..Triage::default()
+        };
+        let answer = acknowledged.answer(2, dropped());
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        assert_eq!(answer.body.unwrap()["rejected"][0]["documentId"], "a");
+
+        let validated = Triage {
+            validation: Some("code".into()),
+            ..Triage::default()
+        };
+        let answer = validated.answer(2, dropped());
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body, Some(json!({"validationResponse": "code"})));
+    }
 }

@@ -310,3 +310,63 @@ fn plain(status: StatusCode, text: &str) -> http::Response<String> {
     );
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body as hyper streams it: `chunks` pieces of `size` bytes, or one that never ends.
+    fn body_of(
+        chunks: usize,
+        size: usize,
+    ) -> impl Stream<Item = Result<Bytes, warp::Error>> + Send {
+        futures_util::stream::iter((0..chunks).map(move |_| Ok(Bytes::from(vec![b' '; size]))))
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_over_the_limit_is_refused_while_it_is_read() {
+        // No Content-Length: the limit can only be enforced on what has arrived.
+        let err = read_body(
+            &HeaderMap::new(),
+            body_of(48, 64 * 1024),
+            2 * 1024 * 1024,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.status(), 413, "{err}");
+        assert!(
+            matches!(err, BodyError::Refused(DeliveryError::TooLarge { size, .. }) if size <= 2 * 1024 * 1024 + 64 * 1024),
+            "refused at the first chunk past the limit: {err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_within_the_limit_is_read_whole() {
+        let body = read_body(
+            &HeaderMap::new(),
+            body_of(4, 1000),
+            4000,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        assert_eq!(body.len(), 4000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_arriving_is_408_and_closes_the_connection() {
+        let stalled = body_of(1, 10).chain(futures_util::stream::pending());
+        let err = read_body(&HeaderMap::new(), stalled, 4000, Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), 408);
+        let answer = err.answer();
+        assert!(
+            answer
+                .headers
+                .contains(&("Connection", "close".to_string())),
+            "{answer:?}"
+        );
+    }
+}
