@@ -24,6 +24,9 @@ pub struct IdentityError {
     resource: String,
     reason: String,
     disposition: Disposition,
+    /// The HTTP client's or the JSON parser's error, when one caused this.
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl IdentityError {
@@ -38,7 +41,14 @@ impl IdentityError {
             resource: resource.into(),
             reason: reason.into(),
             disposition,
+            source: None,
         }
+    }
+
+    /// The same error, caused by `source`.
+    fn caused_by(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
     }
 
     /// What the caller must do: retry later, or give up on this credential.
@@ -227,10 +237,8 @@ impl ManagedIdentityTokens {
                 ))
             }
             Ok(Err(e)) => {
-                return Err(fail(
-                    format!("request failed: {}", e.without_url()),
-                    Disposition::Retry,
-                ))
+                let e = e.without_url();
+                return Err(fail(format!("request failed: {e}"), Disposition::Retry).caused_by(e));
             }
             Ok(Ok(r)) => r,
         };
@@ -244,10 +252,12 @@ impl ManagedIdentityTokens {
                 )
             })?
             .map_err(|e| {
+                let e = e.without_url();
                 fail(
-                    format!("reading the answer failed: {}", e.without_url()),
+                    format!("reading the answer failed: {e}"),
                     Disposition::Retry,
                 )
+                .caused_by(e)
             })?;
         if !status.is_success() {
             let snippet: String = String::from_utf8_lossy(&body[..body.len().min(300)])
@@ -268,6 +278,7 @@ impl ManagedIdentityTokens {
                 format!("the identity endpoint's answer is not a token ({e})"),
                 Disposition::Drop,
             )
+            .caused_by(e)
         })?;
         let expires_on = expiry(&parsed, now).ok_or_else(|| {
             fail(
@@ -429,6 +440,23 @@ mod tests {
         assert_eq!(err.disposition(), Disposition::Retry, "{err}");
         assert!(err.to_string().contains("503"), "{err}");
         assert!(!seen.lock().unwrap()[0].contains_key("client_id"));
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let unreachable = Url::parse(&format!(
+            "http://{}/msi/token",
+            closed.local_addr().unwrap()
+        ))
+        .unwrap();
+        drop(closed);
+        let err = source(&unreachable, None, clock.clone())
+            .token()
+            .await
+            .unwrap_err();
+        assert_eq!(err.disposition(), Disposition::Retry, "{err}");
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "the HTTP client's error stays the cause: {err}"
+        );
 
         let (endpoint, _, _) = identity_server(400).await;
         let err = source(&endpoint, None, clock).token().await.unwrap_err();
