@@ -124,7 +124,6 @@ fn scripted_failure(job: &ChunkJob, disposition: Disposition) -> ArchiveError {
             queue,
             size: 70_000,
         },
-        Disposition::Done => unreachable!("a failure is retried or dropped"),
     };
     let error = ArchiveError::Enqueue {
         index: job.index,
@@ -724,11 +723,11 @@ async fn a_message_that_can_never_succeed_is_deleted_only_once_moved_to_the_pois
     );
 
     let (settings, lookup) = settings_with_storage_down();
+    // Any queue of the account that is down will do as the unreachable poison queue.
     let poison = wiring::build_clients(&settings, &lookup)
         .unwrap()
         .queue
-        .unwrap()
-        .poison_queue();
+        .unwrap();
     let app =
         App::new(Scripted::queue(), dropped(), DEFAULT_MAX_BODY_BYTES).with_poison_queue(poison);
     let (status, logs) = invoke(&app, GA_THREE_CHUNKS).await;
