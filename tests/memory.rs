@@ -2,15 +2,22 @@
 //! (many chunks, many events, many tiny values, long strings), sent to the real `handler`
 //! process, and the same shapes replayed from a file by `archiver replay`. Each must be
 //! answered correctly with the child's peak resident set under [`LIMIT`]. The peak is the
-//! child's own (`VmHWM`, or `wait4`'s `ru_maxrss` for a process that has exited).
+//! child's own (`VmHWM`, or `wait4`'s `ru_maxrss` for a process that has exited). And a chunk
+//! far larger than that limit, archived through cuts and a 503, by a handler that stays under it.
 
 mod support;
 
+use archiver_testkit::acs::{AcsEmulator, AcsEmulatorConfig, Fault, RecordingFormat};
+use archiver_testkit::azurite::ACCOUNT;
 use archiver_testkit::procstat;
+use archiver_testkit::sink::DiscardSink;
 use recording_archiver::config::DEFAULT_MAX_BODY_BYTES;
 use recording_archiver::recording::MAX_CHUNKS_PER_EVENT;
 use serde_json::{json, Value};
-use support::{ga_chunk, handler_env, peek_queue, post_delivery, setting, start_handler, ARCHIVER};
+use support::{
+    ga_chunk, ga_event, handler_env, peek_queue, post_delivery, set, setting, start_handler,
+    storage_at, ARCHIVER,
+};
 
 /// The most a handler or replay may take, whatever it is sent.
 const LIMIT: u64 = 64 * 1024 * 1024;
@@ -295,4 +302,75 @@ fn replay_streams_a_dead_letter_file_in_bounded_memory() {
         peak as f64 / MIB
     );
     assert!(peak < LIMIT, "replay peak RSS {:.1} MiB", peak as f64 / MIB);
+}
+
+/// A 300 MiB chunk whose download is cut three times and refused once with a 503 and
+/// `Retry-After` is archived whole, each resume from the next byte, by a handler whose peak
+/// stays under [`LIMIT`]: it streams in 1 MiB blocks, two in flight, and a buffered chunk
+/// would add 300 MiB. The blocks go to the discarding sink, so no Blob service holds them
+/// (`tests/acs_download.rs` checks the same download byte for byte).
+#[tokio::test]
+async fn a_300_mib_chunk_cut_three_times_is_archived_in_bounded_memory() {
+    const CHUNK: u64 = 300 * 1024 * 1024;
+    const ONE_MIB: u64 = 1024 * 1024;
+    let emu = AcsEmulator::start(AcsEmulatorConfig::default())
+        .await
+        .unwrap();
+    let doc = "0-wus-d11-big";
+    emu.add_recording(doc, CHUNK, 17, RecordingFormat::Mp4);
+    let (cut1, cut2, cut3) = (70 * ONE_MIB, 60 * ONE_MIB + 7, 50 * ONE_MIB + 13);
+    emu.push_media_faults(
+        doc,
+        vec![
+            Fault::CutAfter(cut1),
+            Fault::unavailable(1),
+            Fault::CutAfter(cut2),
+            Fault::CutAfter(cut3),
+        ],
+    );
+    let sink = DiscardSink::start().await.unwrap();
+    let mut env = handler_env(Some(&emu));
+    // RecordingTransfer never touches the Queue service.
+    let storage = storage_at(&sink.endpoint(), &sink.endpoint());
+    set(&mut env, "RECORDINGS_STORAGE", &storage);
+    set(&mut env, "TRANSFER_BLOCK_BYTES", "1048576");
+    set(&mut env, "TRANSFER_PARALLEL_BLOCKS", "2");
+    let h = start_handler(&env).await;
+    let message = ga_event(&emu, "evt-big", "call-big", &[doc], "Mp4").to_string();
+    let envelope = json!({"Data": {"job": serde_json::to_string(&message).unwrap()}, "Metadata": {"DequeueCount": 1, "Id": "m-big"}});
+    let answer = h
+        .client()
+        .post(h.url("/RecordingTransfer"))
+        .json(&envelope)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    let body = answer.text().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let peak = procstat::peak_rss(h.pid()).unwrap();
+
+    let media: Vec<(u16, Option<String>)> = emu
+        .requests()
+        .iter()
+        .filter(|r| r.target.contains("/content/video"))
+        .map(|r| (r.status, r.range().map(str::to_string)))
+        .collect();
+    let resumed = |from: u64| Some(format!("bytes={from}-"));
+    assert_eq!(
+        media,
+        [
+            (200, None),
+            (503, resumed(cut1)),
+            (206, resumed(cut1)),
+            (206, resumed(cut1 + cut2)),
+            (206, resumed(cut1 + cut2 + cut3)),
+        ]
+    );
+    let blob = format!(
+        "/{ACCOUNT}/{}/2026/11/24/call-big/000-{doc}.mp4",
+        setting(&env, "RECORDINGS_CONTAINER")
+    );
+    assert_eq!(sink.committed_length(&blob), Some(CHUNK), "{blob}");
+    report("1 chunk of 300 MiB, cut three times", CHUNK as usize, peak);
 }
