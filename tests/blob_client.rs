@@ -4,10 +4,12 @@
 //! Needs Node.js 18+ and `npm ci` in the repo root; the first test to start Azurite fails with a
 //! message saying which is missing.
 
-use std::sync::{Arc, OnceLock};
+mod support;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use archiver_testkit::azurite::{Azurite, ACCOUNT, ACCOUNT_KEY};
+use archiver_testkit::azurite::{ACCOUNT, ACCOUNT_KEY};
 use archiver_testkit::proxy::{Fault, FaultProxy, RequestKind};
 use bytes::Bytes;
 use md5::{Digest, Md5};
@@ -18,17 +20,8 @@ use recording_archiver::config::{storage, Secret};
 use recording_archiver::disposition::Disposition;
 use recording_archiver::retry::{FixedJitter, RetryPolicy};
 use recording_archiver::storage::{StorageAuth, StorageError};
+use support::azurite;
 use url::Url;
-
-/// One Azurite for every test here; the testkit's watchdog stops it when the binary exits.
-fn azurite() -> &'static Azurite {
-    static AZURITE: OnceLock<Azurite> = OnceLock::new();
-    AZURITE.get_or_init(|| {
-        let azurite = Azurite::start().unwrap_or_else(|e| panic!("{e}"));
-        eprintln!("Azurite started in {:?}", azurite.startup_time());
-        azurite
-    })
-}
 
 /// Quick retries, so the fault tests take milliseconds.
 fn fast_retries(max_attempts: u32) -> RetryPolicy {

@@ -212,8 +212,16 @@ where
                 );
             }
             let text = String::from_utf8_lossy(&kept);
+            let Ok(entries) = block_list_entries(&text) else {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    request_no,
+                    Some("InvalidXmlDocument"),
+                    Bytes::new(),
+                );
+            };
             let mut committed = Vec::new();
-            for (tag, id) in block_list_entries(&text) {
+            for (tag, id) in entries {
                 let from_committed = || {
                     blob.committed
                         .as_ref()
@@ -307,26 +315,32 @@ where
     }
 }
 
-/// `<Latest>id</Latest>`, `<Committed>..`, `<Uncommitted>..` in order.
-fn block_list_entries(xml: &str) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find('<') {
-        rest = &rest[start + 1..];
-        let Some(end) = rest.find('>') else { break };
-        let tag = &rest[..end];
-        rest = &rest[end + 1..];
-        let kind = match tag {
-            "Latest" => "Latest",
-            "Committed" => "Committed",
-            "Uncommitted" => "Uncommitted",
-            _ => continue,
-        };
-        if let Some(close) = rest.find('<') {
-            out.push((kind, rest[..close].trim().to_string()));
-        }
-    }
-    out
+/// A Put Block List body: `<Latest>`, `<Committed>` and `<Uncommitted>` ids in order.
+#[derive(serde::Deserialize)]
+struct BlockList {
+    #[serde(rename = "$value", default)]
+    entries: Vec<BlockListEntry>,
+}
+
+#[derive(serde::Deserialize)]
+enum BlockListEntry {
+    Latest(String),
+    Committed(String),
+    Uncommitted(String),
+}
+
+/// The ids of a Put Block List body with the list each names, in order.
+fn block_list_entries(xml: &str) -> Result<Vec<(&'static str, String)>, quick_xml::DeError> {
+    let list: BlockList = quick_xml::de::from_str(xml)?;
+    Ok(list
+        .entries
+        .into_iter()
+        .map(|entry| match entry {
+            BlockListEntry::Latest(id) => ("Latest", id.trim().to_string()),
+            BlockListEntry::Committed(id) => ("Committed", id.trim().to_string()),
+            BlockListEntry::Uncommitted(id) => ("Uncommitted", id.trim().to_string()),
+        })
+        .collect())
 }
 
 fn percent_decode(s: &str) -> String {
@@ -379,7 +393,7 @@ mod tests {
     fn block_list_entries_keep_order_and_kind() {
         let xml = "<?xml version=\"1.0\"?><BlockList><Latest>MDAw</Latest><Uncommitted>MDAx</Uncommitted></BlockList>";
         assert_eq!(
-            block_list_entries(xml),
+            block_list_entries(xml).unwrap(),
             vec![
                 ("Latest", "MDAw".to_string()),
                 ("Uncommitted", "MDAx".to_string())

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 use archiver_testkit::acs::AcsEmulator;
+use archiver_testkit::archive::ArchiveReader;
 use archiver_testkit::azurite::Azurite;
 use archiver_testkit::host::HandlerProcess;
 use serde_json::Value;
@@ -54,10 +55,15 @@ pub fn fake_worker() -> &'static Path {
 pub const UNUSED_ACS: &str =
     "endpoint=https://contoso.communication.azure.com/;accesskey=c2VjcmV0LWFjcy1rZXk=";
 
-/// The Azurite shared by this test binary.
+/// The Azurite shared by this test binary: the one place a test gets Azurite from. The
+/// testkit's watchdog stops it when the binary exits.
 pub fn azurite() -> &'static Azurite {
     static AZURITE: OnceLock<Azurite> = OnceLock::new();
-    AZURITE.get_or_init(|| Azurite::start().unwrap_or_else(|e| panic!("{e}")))
+    AZURITE.get_or_init(|| {
+        let azurite = Azurite::start().unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("Azurite started in {:?}", azurite.startup_time());
+        azurite
+    })
 }
 
 /// A name no other test in this binary uses (containers and queues are shared by Azurite).
@@ -255,16 +261,7 @@ pub async fn post_delivery(h: &HandlerProcess, body: String) -> (u16, Value) {
     (status, answer)
 }
 
-/// A blob as the Blob service lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedBlob {
-    /// Name.
-    pub name: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// Content type.
-    pub content_type: String,
-}
+pub use archiver_testkit::archive::ListedBlob;
 
 /// One HTTP client for the whole test binary: building one loads the TLS roots, which costs
 /// more than the requests the tests make with it. It keeps no idle connections: each
@@ -280,51 +277,26 @@ pub fn http() -> &'static reqwest::Client {
     })
 }
 
-fn sas(container: &str) -> String {
-    azurite().container_sas(container, "rl", std::time::Duration::from_secs(600))
+/// The one archive reader, on `container` of this binary's Azurite.
+fn archive(container: &str) -> ArchiveReader {
+    ArchiveReader::new(http().clone(), azurite(), container)
 }
 
-/// Every committed blob in `container` (List Blobs through a read/list SAS).
+/// Every committed blob in `container`; none when it does not exist.
 pub async fn list_blobs(container: &str) -> Vec<ListedBlob> {
-    let url = format!(
-        "{}/{container}?restype=container&comp=list&{}",
-        azurite().blob_endpoint(),
-        sas(container)
-    );
-    let r = http().get(&url).send().await.unwrap();
-    if r.status() == 404 {
-        return Vec::new();
+    match archive(container).list().await {
+        Ok(blobs) => blobs,
+        Err(e) if e.status == Some(404) => Vec::new(),
+        Err(e) => panic!("{e}"),
     }
-    let xml = r.text().await.unwrap();
-    let tag = |s: &str, name: &str| -> String {
-        let open = format!("<{name}>");
-        let start = s.find(&open).map(|i| i + open.len()).unwrap_or(0);
-        let end = s[start..]
-            .find(&format!("</{name}>"))
-            .map(|i| i + start)
-            .unwrap_or(start);
-        s[start..end].to_string()
-    };
-    xml.split("<Blob>")
-        .skip(1)
-        .map(|b| ListedBlob {
-            name: tag(b, "Name"),
-            size: tag(b, "Content-Length").parse().unwrap_or(0),
-            content_type: tag(b, "Content-Type"),
-        })
-        .collect()
 }
 
 /// A blob's bytes.
 pub async fn read_blob(container: &str, name: &str) -> bytes::Bytes {
-    let url = format!(
-        "{}/{container}/{name}?{}",
-        azurite().blob_endpoint(),
-        sas(container)
-    );
-    let r = http().get(&url).send().await.unwrap();
-    assert!(r.status().is_success(), "GET {name}: {}", r.status());
-    r.bytes().await.unwrap()
+    archive(container)
+        .bytes(name)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// SHA-256 of `data`.

@@ -196,14 +196,17 @@ pub(super) async fn check(
     );
     let chunks = source_chunks(acs, documents, &options.chunk_sizes).await?;
     let reader = ArchiveReader::new(http, azurite, CONTAINER);
-    let listed = reader.list().await.map_err(DemoError::NotArchived)?;
+    let listed = reader
+        .list()
+        .await
+        .map_err(|e| DemoError::NotArchived(e.to_string()))?;
     let mut contents = Vec::with_capacity(listed.len());
     for blob in &listed {
         contents.push(
             reader
                 .read(&blob.name)
                 .await
-                .map_err(DemoError::NotArchived)?,
+                .map_err(|e| DemoError::NotArchived(e.to_string()))?,
         );
     }
     let (rows, problems) = assess(&chunks, &listed, &contents);

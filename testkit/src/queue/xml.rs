@@ -1,7 +1,9 @@
 //! The few XML documents of the Queue REST API: message lists, error bodies and the Put
-//! Message body. Pure; a tag scanner is enough for these flat, service-generated documents.
+//! Message body. Pure.
 
 use std::time::SystemTime;
+
+use serde::Deserialize;
 
 /// One message as the service lists it (Get, Peek or Put Message). Absent fields are empty
 /// (`pop_receipt`, `text`), 0 (`dequeue_count`) or `None`.
@@ -23,131 +25,75 @@ pub struct QueueMessage {
     pub text: String,
 }
 
-/// Every `<QueueMessage>` of a `<QueueMessagesList>`.
+/// `<QueueMessagesList>` of Get, Peek and Put Message.
+#[derive(Deserialize)]
+struct QueueMessagesList {
+    #[serde(rename = "QueueMessage", default)]
+    messages: Vec<ListedMessage>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "PascalCase")]
+struct ListedMessage {
+    message_id: String,
+    pop_receipt: String,
+    dequeue_count: Option<String>,
+    insertion_time: Option<String>,
+    expiration_time: Option<String>,
+    time_next_visible: Option<String>,
+    message_text: String,
+}
+
+/// A service error body.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ErrorBody {
+    code: Option<String>,
+    message: Option<String>,
+}
+
+/// Every `<QueueMessage>` of a `<QueueMessagesList>` (none when the body is not one).
 pub fn parse_messages(xml: &str) -> Vec<QueueMessage> {
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some((inner, after)) = element(rest, "QueueMessage") {
-        let time = |tag| element_text(inner, tag).and_then(|t| httpdate::parse_http_date(&t).ok());
-        out.push(QueueMessage {
-            id: element_text(inner, "MessageId").unwrap_or_default(),
-            pop_receipt: element_text(inner, "PopReceipt").unwrap_or_default(),
-            dequeue_count: element_text(inner, "DequeueCount")
+    let Ok(list) = quick_xml::de::from_str::<QueueMessagesList>(without_bom(xml)) else {
+        return Vec::new();
+    };
+    let time = |t: Option<String>| t.and_then(|t| httpdate::parse_http_date(t.trim()).ok());
+    list.messages
+        .into_iter()
+        .map(|m| QueueMessage {
+            id: m.message_id,
+            pop_receipt: m.pop_receipt,
+            dequeue_count: m
+                .dequeue_count
                 .and_then(|t| t.trim().parse().ok())
                 .unwrap_or(0),
-            insertion_time: time("InsertionTime"),
-            expiration_time: time("ExpirationTime"),
-            next_visible: time("TimeNextVisible"),
-            text: element_text(inner, "MessageText").unwrap_or_default(),
-        });
-        rest = after;
-    }
-    out
+            insertion_time: time(m.insertion_time),
+            expiration_time: time(m.expiration_time),
+            next_visible: time(m.time_next_visible),
+            text: m.message_text,
+        })
+        .collect()
 }
 
 /// `(Code, Message)` of a service error body, when present.
 pub fn parse_error(xml: &str) -> (Option<String>, Option<String>) {
-    (element_text(xml, "Code"), element_text(xml, "Message"))
+    match quick_xml::de::from_str::<ErrorBody>(without_bom(xml)) {
+        Ok(body) => (body.code, body.message),
+        Err(_) => (None, None),
+    }
 }
 
 /// The Put Message body for `text` (already encoded as the receiver expects).
 pub fn put_message_body(text: &str) -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?><QueueMessage><MessageText>{}</MessageText></QueueMessage>",
-        escape(text)
+        quick_xml::escape::escape(text)
     )
 }
 
-/// The content of the first `<tag>...</tag>` (or `<tag/>`: empty) and what follows it.
-fn element<'a>(xml: &'a str, tag: &str) -> Option<(&'a str, &'a str)> {
-    let open = format!("<{tag}");
-    let mut from = 0;
-    loop {
-        let start = from + xml[from..].find(&open)?;
-        let after_name = start + open.len();
-        let rest = &xml[after_name..];
-        // `<QueueMessagesList>` also starts with `<QueueMessage`: require the name to end.
-        match rest.chars().next() {
-            Some('>') => {
-                let body = &rest[1..];
-                let close = format!("</{tag}>");
-                let end = body.find(&close)?;
-                return Some((&body[..end], &body[end + close.len()..]));
-            }
-            Some('/') if rest[1..].starts_with('>') => return Some(("", &rest[2..])),
-            Some(c) if c.is_whitespace() => {
-                let gt = rest.find('>')?;
-                if rest[..gt].ends_with('/') {
-                    return Some(("", &rest[gt + 1..]));
-                }
-                let body = &rest[gt + 1..];
-                let close = format!("</{tag}>");
-                let end = body.find(&close)?;
-                return Some((&body[..end], &body[end + close.len()..]));
-            }
-            _ => from = after_name,
-        }
-    }
-}
-
-fn element_text(xml: &str, tag: &str) -> Option<String> {
-    element(xml, tag).map(|(inner, _)| unescape(inner))
-}
-
-/// XML-escapes text content.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Resolves the five predefined entities and numeric character references.
-pub fn unescape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        let tail = &rest[amp..];
-        let Some(semi) = tail.find(';') else {
-            out.push_str(tail);
-            return out;
-        };
-        let entity = &tail[1..semi];
-        let decoded = match entity {
-            "amp" => Some('&'),
-            "lt" => Some('<'),
-            "gt" => Some('>'),
-            "quot" => Some('"'),
-            "apos" => Some('\''),
-            _ => entity
-                .strip_prefix("#x")
-                .or_else(|| entity.strip_prefix("#X"))
-                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
-                .or_else(|| entity.strip_prefix('#').and_then(|d| d.parse().ok()))
-                .and_then(char::from_u32),
-        };
-        match decoded {
-            Some(c) => {
-                out.push(c);
-                rest = &tail[semi + 1..];
-            }
-            None => {
-                out.push('&');
-                rest = &tail[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
+/// The service starts some bodies with a byte order mark.
+fn without_bom(xml: &str) -> &str {
+    xml.trim_start_matches('\u{feff}')
 }
 
 #[cfg(test)]
@@ -192,9 +138,14 @@ mod tests {
 
     #[test]
     fn message_text_round_trips_through_escaping() {
-        let text = r#"{"k":"<a & 'b'>"}"#;
-        let body = put_message_body(text);
-        assert!(!body.contains(r#""k""#));
-        assert_eq!(element_text(&body, "MessageText").unwrap(), text);
+        for text in [r#"{"k":"<a & 'b'>"}"#, " spaced  text\n"] {
+            let body = put_message_body(text);
+            assert!(!body.contains(r#""k""#));
+            let listed = format!(
+                "<QueueMessagesList>{}</QueueMessagesList>",
+                body.trim_start_matches(r#"<?xml version="1.0" encoding="utf-8"?>"#)
+            );
+            assert_eq!(parse_messages(&listed)[0].text, text);
+        }
     }
 }
