@@ -22,7 +22,7 @@ use archiver_testkit::host::{
 };
 use archiver_testkit::queue::{MessageEncoding, QueueClient, StorageAccount};
 use serde_json::{json, Value};
-use support::{azurite, fake_worker};
+use support::{azurite, fake_worker, fixture};
 use tempfile::TempDir;
 
 const HANDLER: &str = env!("CARGO_BIN_EXE_handler");
@@ -799,9 +799,7 @@ async fn deliver(host: &FunctionsHost, body: &str) -> u16 {
 /// answers (information), as the host records the handler's lines.
 async fn log_one_of_each_severity(host: &FunctionsHost) -> Vec<(LogLevel, String)> {
     assert_eq!(deliver(host, "[1").await, 400);
-    let missing =
-        std::fs::read_to_string(repo_root().join("tests/data/recording_missing_document_id.json"))
-            .unwrap();
+    let missing = fixture("recording_missing_document_id.json");
     deliver(host, &missing).await;
     host.wait_for("the handler's log lines", WAIT, |h| {
         let lines = h.worker_lines();
@@ -885,7 +883,7 @@ async fn under_legacy_forwarding_a_chunked_delivery_is_refused_naming_content_le
             .remove("enableProxyingHttpRequest");
     });
     let host = repo_app_at(app.path(), &[]).await;
-    let body = std::fs::read_to_string(repo_root().join("tests/data/recording_ga.json")).unwrap();
+    let body = fixture("recording_ga.json");
     let chunks: Vec<Result<String, std::io::Error>> = vec![Ok(body)];
     let r = reqwest::Client::new()
         .post(host.url("/api/RecordingWebhook?code=functionkey"))
@@ -911,8 +909,7 @@ async fn repo_app_runs_the_real_handler_behind_the_emulated_front_end() {
         host.queues()[0].queue.starts_with("fh-transfers-"),
         "%TRANSFER_QUEUE% resolved"
     );
-    let validation =
-        std::fs::read_to_string(repo_root().join("tests/data/eventgrid_validation.json")).unwrap();
+    let validation = fixture("eventgrid_validation.json");
     let r = reqwest::Client::new()
         .post(host.url("/api/RecordingWebhook?code=functionkey"))
         .header("Content-Type", "application/json")

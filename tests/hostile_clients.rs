@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use archiver_testkit::host::HandlerProcess;
 use serde_json::{json, Value};
-use support::{ga_chunk, handler_with};
+use support::{ga_chunk, handler_with, wait_for_log};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -342,16 +342,4 @@ async fn connections_past_the_limit_wait_until_one_closes() {
         format!("{}{answer}", byte[0] as char).contains("HTTP/1.1 200"),
         "{answer}"
     );
-}
-
-async fn wait_for_log(h: &HandlerProcess, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !h.output().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "the handler never logged `{needle}`:\n{}",
-            h.output()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

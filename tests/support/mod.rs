@@ -179,7 +179,7 @@ pub async fn handler_with(extra: &[(&str, &str)]) -> HandlerProcess {
     start_handler(&env).await
 }
 
-/// A fixture from `tests/data/`.
+/// A fixture from `tests/data/`: the one way a test reads one at run time.
 pub fn fixture(name: &str) -> String {
     std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -305,16 +305,39 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(data).into()
 }
 
-/// Polls `check` every 20 ms until it holds, for at most `limit`; panics with `what` after.
-pub async fn wait_until(limit: std::time::Duration, what: &str, mut check: impl FnMut() -> bool) {
+/// Polls `check` every 20 ms until it holds or `limit` has passed; whether it held. The one
+/// polling loop of the tests (a Functions host waits on its own journal instead:
+/// `FunctionsHost::wait_for`).
+pub async fn poll_until(limit: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + limit;
     while !check() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    true
+}
+
+/// Waits until `check` holds, at most `limit`; panics with `what` after.
+pub async fn wait_until(limit: std::time::Duration, what: &str, check: impl FnMut() -> bool) {
+    assert!(
+        poll_until(limit, check).await,
+        "timed out waiting for {what}"
+    );
+}
+
+/// Waits (at most 10 s) until the handler has written `needle`.
+pub async fn wait_for_log(h: &HandlerProcess, needle: &str) {
+    let logged = poll_until(std::time::Duration::from_secs(10), || {
+        h.output().contains(needle)
+    })
+    .await;
+    assert!(
+        logged,
+        "the handler never logged `{needle}`:\n{}",
+        h.output()
+    );
 }
 
 /// Checks every chunk's media blob against the emulator's source and its record blob.
