@@ -361,14 +361,6 @@ impl AcsEmulator {
             .extend(faults);
     }
 
-    /// Faults not yet used up, media-only ones included.
-    pub fn pending_faults(&self, document_id: &str) -> usize {
-        [&self.state.faults, &self.state.media_faults]
-            .iter()
-            .map(|faults| lock(faults).get(document_id).map_or(0, VecDeque::len))
-            .sum()
-    }
-
     /// Every request so far, oldest first.
     pub fn requests(&self) -> Vec<LoggedRequest> {
         lock(&self.state.log).clone()
