@@ -85,6 +85,10 @@ pub struct Probe<'a> {
     /// Retries for the probe's calls, when not the clients' own: someone waiting at a prompt
     /// wants an answer in seconds.
     pub retry: Option<RetryPolicy>,
+    /// `ARCHIVED_NOTIFY_QUEUE`, when set.
+    pub notify: Option<&'a QueueClient>,
+    /// Archived blobs are written WORM: the container must support version-level immutability.
+    pub worm: bool,
 }
 
 impl Probe<'_> {
@@ -105,16 +109,44 @@ impl Probe<'_> {
                 Err(e) => self.problem(Need::Container, container, Ok(&e), started.elapsed()),
             },
         });
+        if self.worm {
+            findings.push(self.check_worm(&blob).await);
+        }
+        let retried = |q: QueueClient| match self.retry {
+            Some(retry) => q.with_retry_policy(retry),
+            None => q,
+        };
         if let Some(queue) = self.queue {
-            let retried = |q: QueueClient| match self.retry {
-                Some(retry) => q.with_retry_policy(retry),
-                None => q,
-            };
             let (queue, poison) = (retried(queue.clone()), retried(queue.poison_queue()));
             findings.push(self.check_queue(&queue, Need::Queue).await);
             findings.push(self.check_queue(&poison, Need::PoisonQueue).await);
         }
+        if let Some(notify) = self.notify {
+            findings.push(
+                self.check_queue(&retried(notify.clone()), Need::Queue)
+                    .await,
+            );
+        }
         findings
+    }
+
+    /// `TRANSFER_IMMUTABILITY_DAYS` and `TRANSFER_LEGAL_HOLD` need a container with
+    /// version-level immutability support; without it every archive would be refused.
+    async fn check_worm(&self, blob: &BlobClient) -> Finding {
+        let container = blob.container();
+        let started = Instant::now();
+        let status = match blob.container_properties().await {
+            Ok(p) if p.version_level_worm => Status::Ready("version-level immutability enabled"),
+            Ok(_) => Status::Problem {
+                error: "the container does not support version-level immutability, so no archived blob can carry an immutability policy or a legal hold; chunks wait (retried) until this is fixed".into(),
+                fix: "enable version-level immutability on the container (az storage container-rm create --enable-vlw true, or migrate it) or on the account, or unset TRANSFER_IMMUTABILITY_DAYS and TRANSFER_LEGAL_HOLD".into(),
+            },
+            Err(e) => self.problem(Need::Container, container, Ok(&e), started.elapsed()),
+        };
+        Finding {
+            subject: format!("WORM support of container `{container}`"),
+            status,
+        }
     }
 
     async fn check_queue(&self, queue: &QueueClient, need: Need) -> Finding {

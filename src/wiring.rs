@@ -8,6 +8,7 @@ use crate::acs::{self, AcsClient};
 use crate::app::{App, ChunkArchiver, QueueIntake};
 use crate::blob::BlobClient;
 use crate::clock::SystemClock;
+use crate::config::archive::ARCHIVED_NOTIFY_QUEUE;
 use crate::config::storage::{StorageCredential, StorageSettings};
 use crate::config::{
     acs::ACS_CONNECTION_STRING, ArchiveMode, ConfigError, Lookup, Settings, RECORDINGS_STORAGE,
@@ -17,7 +18,7 @@ use crate::preflight::Probe;
 use crate::queue::QueueClient;
 use crate::retry::RetryPolicy;
 use crate::storage::StorageAuth;
-use crate::transfer::{AcsChunkReader, BlobBlockStore, Transfer};
+use crate::transfer::{AcsChunkReader, BlobBlockStore, QueueNotifier, Transfer};
 
 /// Retries for the webhook's Put Message: Event Grid waits 30 s for the answer, so give up
 /// well before and answer 503 (Event Grid then redelivers) rather than time out.
@@ -41,6 +42,8 @@ pub struct Clients {
     /// The transfer queue; `None` when the settings name no queue endpoint (a container SAS
     /// URL, or identity settings without `__queueServiceUri`).
     pub queue: Option<QueueClient>,
+    /// `ARCHIVED_NOTIFY_QUEUE`, when set.
+    pub notify: Option<QueueClient>,
 }
 
 /// Builds the clients. Fails, naming the setting, when ACS or storage settings are missing;
@@ -56,11 +59,28 @@ pub fn build_clients(settings: &Settings, lookup: &impl Lookup) -> Result<Client
         settings.container.clone(),
         auth.clone(),
     );
-    let queue = storage.queue_endpoint.clone().map(|endpoint| {
-        QueueClient::new(http, endpoint, settings.transfer_queue.clone(), auth)
+    let queue_named = |name: &str, endpoint: url::Url| {
+        QueueClient::new(http.clone(), endpoint, name.to_string(), auth.clone())
             .with_retry_policy(ENQUEUE_RETRY)
             .with_encoding(settings.message_encoding)
-    });
+    };
+    let queue = storage
+        .queue_endpoint
+        .clone()
+        .map(|endpoint| queue_named(&settings.transfer_queue, endpoint));
+    let notify = match (&settings.archive.notify_queue, &storage.queue_endpoint) {
+        (None, _) => None,
+        (Some(name), Some(endpoint)) => Some(queue_named(name, endpoint.clone())),
+        (Some(_), None) => {
+            return Err(ConfigError::malformed(
+                ARCHIVED_NOTIFY_QUEUE,
+                format!(
+                    "needs a Queue endpoint, which {} does not give",
+                    storage.source
+                ),
+            ))
+        }
+    };
     let acs_http = acs::http_client().map_err(|e| {
         ConfigError::malformed(
             ACS_CONNECTION_STRING,
@@ -73,7 +93,12 @@ pub fn build_clients(settings: &Settings, lookup: &impl Lookup) -> Result<Client
         settings.extra_allowed_hosts.clone(),
         lookup,
     );
-    Ok(Clients { acs, blob, queue })
+    Ok(Clients {
+        acs,
+        blob,
+        queue,
+        notify,
+    })
 }
 
 /// A client for the recordings container alone: what reading the archive needs (`archiver
@@ -147,6 +172,8 @@ pub fn probe<'a>(settings: &'a Settings, clients: &'a Clients) -> Option<Probe<'
         credential: &storage.credential,
         setting: storage.source,
         retry: None,
+        notify: clients.notify.as_ref(),
+        worm: settings.archive.needs_worm(),
     })
 }
 
@@ -159,13 +186,19 @@ pub fn build_app(settings: &Settings, lookup: &impl Lookup) -> Result<App, Confi
 /// Builds the app over clients already built (the handler also probes storage with them).
 pub fn app_from_clients(settings: &Settings, clients: Clients) -> Result<App, ConfigError> {
     let urls = clients.acs.urls().clone();
-    let transfer: Arc<Transfer> = Arc::new(Transfer::new(
+    let store = BlobBlockStore::new(clients.blob.clone())
+        .with_archive_settings(settings.archive.clone(), Arc::new(SystemClock));
+    let mut transfer = Transfer::new(
         Arc::new(AcsChunkReader::new(clients.acs)),
-        Arc::new(BlobBlockStore::new(clients.blob)),
+        Arc::new(store),
         settings.transfer,
         settings.blob_name_template.clone(),
         Arc::new(SystemClock),
-    ));
+    );
+    if let Some(notify) = clients.notify {
+        transfer = transfer.with_notifier(Arc::new(QueueNotifier::new(notify, clients.blob)));
+    }
+    let transfer = Arc::new(transfer);
     let poison = clients.queue.as_ref().map(QueueClient::poison_queue);
     let intake: Arc<dyn ChunkArchiver> = match (settings.archive_mode, clients.queue) {
         (ArchiveMode::Inline, _) => transfer.clone(),

@@ -309,3 +309,107 @@ async fn small_reads_are_bounded_and_missing_blobs_are_none() {
     );
     assert_eq!(client.get_blob_small("none.json", 10).await.unwrap(), None);
 }
+
+/// The whole path in-process: settings -> clients -> the start-up probe (which creates the
+/// notify queue) -> five concurrent deliveries of the same two-chunk recording through the
+/// real transfer (ACS emulator -> Azurite). One manifest, one notification, tags and tier on
+/// every blob, and `find` lists the recording as complete; a sixth delivery changes nothing.
+#[tokio::test]
+async fn five_concurrent_duplicate_deliveries_archive_once_with_one_manifest_and_one_notification()
+{
+    use archiver_testkit::acs::{AcsEmulator, AcsEmulatorConfig, RecordingFormat};
+    use recording_archiver::config::Settings;
+    use recording_archiver::wiring;
+    use std::collections::HashMap;
+
+    let emu = AcsEmulator::start(AcsEmulatorConfig::default())
+        .await
+        .unwrap();
+    let docs = ["0-wus-d7-aaaa", "0-wus-d7-bbbb"];
+    for (i, doc) in docs.iter().enumerate() {
+        emu.add_recording(doc, 300_000 + i as u64, 3, RecordingFormat::Mp4);
+    }
+    let container = unique("e2e");
+    let notify = unique("archived");
+    let env: HashMap<String, String> = [
+        ("RECORDINGS_STORAGE", azurite().connection_string()),
+        ("RECORDINGS_CONTAINER", container.clone()),
+        ("TRANSFER_QUEUE", unique("q")),
+        ("ACS_CONNECTION_STRING", emu.connection_string()),
+        ("ACS_EXTRA_ALLOWED_HOSTS", emu.extra_allowed_hosts()),
+        ("ARCHIVED_NOTIFY_QUEUE", notify.clone()),
+        ("TRANSFER_ACCESS_TIER", "Cool".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let lookup = move |name: &str| env.get(name).cloned();
+    let settings = Settings::load(&lookup).unwrap();
+    let clients = wiring::build_clients(&settings, &lookup).unwrap();
+    let findings = wiring::probe(&settings, &clients).unwrap().run().await;
+    let shown: Vec<_> = findings.iter().map(ToString::to_string).collect();
+    assert!(findings.iter().all(|f| f.is_ready()), "{shown:?}");
+    assert!(
+        shown.iter().any(|f| f.contains(&notify)),
+        "the probe checks the notify queue: {shown:?}"
+    );
+    let app = wiring::app_from_clients(&settings, clients).unwrap();
+
+    let event = ga_event(&emu, "evt-e2e", "call-e2e", &docs, "Mp4").to_string();
+    let deliveries = (0..5).map(|_| app.archive_message(&event));
+    for done in futures_util::future::join_all(deliveries).await {
+        let done = done.unwrap();
+        assert_eq!(done.retry + done.dropped, 0, "{:?}", done.failures);
+    }
+    let again = app.archive_message(&event).await.unwrap();
+    assert_eq!(again.already_archived, 2);
+
+    let names: Vec<String> = list_blobs(&container)
+        .await
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    let manifests: Vec<_> = names
+        .iter()
+        .filter(|n| n.ends_with(".json") && n.contains("/manifest-"))
+        .collect();
+    assert_eq!(
+        manifests,
+        ["2026/11/24/call-e2e/manifest-0-wus-d7-aaaa.json"],
+        "{names:?}"
+    );
+    let messages = peek_queue(&notify).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let message: serde_json::Value = serde_json::from_str(&messages[0]).unwrap();
+    assert_eq!(message["type"], "RecordingArchived");
+    assert_eq!(message["manifest"]["blob"], manifests[0].as_str());
+    assert_eq!(message["chunkCount"], 2);
+    assert_eq!(message["totalBytes"], 600_001);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&read_blob(&container, manifests[0]).await).unwrap();
+    assert_eq!(manifest["chunks"][1]["documentId"], docs[1]);
+    assert!(
+        manifest["chunks"][0]["durationMs"].is_number(),
+        "{manifest}"
+    );
+    assert!(manifest["participants"]
+        .as_array()
+        .is_some_and(|p| !p.is_empty()));
+
+    let client = blob_client(&container);
+    let found = catalog::find(&client, &Selector::Call("call-e2e".into()))
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert!(found[0].is_complete());
+    assert_eq!(found[0].manifest.as_deref(), Some(manifests[0].as_str()));
+    assert_eq!(found[0].chunks.len(), 2);
+    for chunk in &found[0].chunks {
+        assert_eq!(
+            blob_header(&container, &chunk.media_blob, "x-ms-access-tier")
+                .await
+                .as_deref(),
+            Some("Cool")
+        );
+    }
+}

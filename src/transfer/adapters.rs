@@ -2,6 +2,8 @@
 //! [`BlobBlockStore`] over [`BlobClient`]. Each wraps its client's error in [`TransferError`]
 //! as its source, so the client's own classification, status and request id stay with it.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures_util::StreamExt;
 use url::Url;
@@ -9,6 +11,10 @@ use url::Url;
 use super::{BlockStore, ChunkReader, Committed, SourceStream, StoredBlob, TransferError};
 use crate::acs::{AcsClient, AcsError, Deleted, UrlPolicy};
 use crate::blob::{BlobClient, BlobCommitOptions, BlockId, CommitOutcome};
+use crate::catalog::tags::BlobTags;
+use crate::catalog::write::archive_headers;
+use crate::clock::{Clock, SystemClock};
+use crate::config::ArchiveSettings;
 use crate::recording::ChunkJob;
 use crate::storage::StorageError;
 use futures_util::future::BoxFuture;
@@ -98,16 +104,76 @@ impl ChunkReader for AcsChunkReader {
     }
 }
 
-/// Writes blocks to one Blob container.
+/// Writes blocks to one Blob container, every blob with its index tags and the tier,
+/// encryption scope and WORM settings ([`ArchiveSettings`]).
 #[derive(Debug, Clone)]
 pub struct BlobBlockStore {
     client: BlobClient,
+    archive: ArchiveSettings,
+    clock: Arc<dyn Clock>,
+    /// Set once the container was seen to support version-level immutability (WORM writes).
+    worm_ready: Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl BlobBlockStore {
-    /// Wraps a client.
+    /// Wraps a client; blobs keep the account's and container's defaults.
     pub fn new(client: BlobClient) -> Self {
-        BlobBlockStore { client }
+        BlobBlockStore {
+            client,
+            archive: ArchiveSettings::default(),
+            clock: Arc::new(SystemClock),
+            worm_ready: Arc::default(),
+        }
+    }
+
+    /// Writes every blob as `archive` says; `clock` dates immutability policies.
+    pub fn with_archive_settings(
+        mut self,
+        archive: ArchiveSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        self.archive = archive;
+        self.clock = clock;
+        self
+    }
+
+    /// With WORM settings, that the container can hold WORM blobs: without version-level
+    /// immutability the service would refuse every write, and a refusal that looks permanent
+    /// must not cost a chunk. So it is checked (once it passes, never again) and a container
+    /// that cannot is a failure to retry, with the fix in its message.
+    async fn check_worm(&self, blob: &str) -> Result<(), TransferError> {
+        if !self.archive.needs_worm() {
+            return Ok(());
+        }
+        self.worm_ready
+            .get_or_try_init(|| async {
+                let props = self
+                    .in_container(blob, || self.client.container_properties())
+                    .await?;
+                if props.version_level_worm {
+                    return Ok(());
+                }
+                Err(TransferError::WormUnsupported {
+                    container: self.client.container().to_string(),
+                })
+            })
+            .await
+            .map(drop)
+    }
+
+    /// The create-only write options of one blob.
+    fn options(
+        &self,
+        content_type: &str,
+        metadata: Vec<(String, String)>,
+        tags: &BlobTags,
+    ) -> BlobCommitOptions {
+        BlobCommitOptions {
+            content_type: Some(content_type.to_string()),
+            metadata,
+            if_none_match_star: true,
+            headers: archive_headers(&self.archive, tags, self.clock.now()),
+        }
     }
 
     /// Runs `call`; when the container does not exist yet, creates it and runs `call` again.
@@ -199,14 +265,11 @@ impl BlockStore for BlobBlockStore {
         ids: Vec<BlockId>,
         content_type: &'a str,
         metadata: Vec<(String, String)>,
+        tags: BlobTags,
     ) -> BoxFuture<'a, Result<Committed, TransferError>> {
         Box::pin(async move {
-            let options = BlobCommitOptions {
-                content_type: Some(content_type.to_string()),
-                metadata,
-                if_none_match_star: true,
-                headers: Vec::new(),
-            };
+            self.check_worm(blob).await?;
+            let options = self.options(content_type, metadata, &tags);
             self.in_container(blob, || self.client.put_block_list(blob, &ids, &options))
                 .await
                 .map(committed)
@@ -218,19 +281,27 @@ impl BlockStore for BlobBlockStore {
         blob: &'a str,
         body: Bytes,
         content_type: &'a str,
+        tags: BlobTags,
     ) -> BoxFuture<'a, Result<Committed, TransferError>> {
         Box::pin(async move {
-            let options = BlobCommitOptions {
-                content_type: Some(content_type.to_string()),
-                metadata: Vec::new(),
-                if_none_match_star: true,
-                headers: Vec::new(),
-            };
+            self.check_worm(blob).await?;
+            let options = self.options(content_type, Vec::new(), &tags);
             self.in_container(blob, || {
                 self.client.put_blob_small(blob, body.clone(), &options)
             })
             .await
             .map(committed)
+        })
+    }
+
+    fn read_small<'a>(
+        &'a self,
+        blob: &'a str,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Option<Bytes>, TransferError>> {
+        Box::pin(async move {
+            self.in_container(blob, || self.client.get_blob_small(blob, max_bytes))
+                .await
         })
     }
 }

@@ -12,6 +12,7 @@ use super::record::{ArchiveRecord, Provenance, Started};
 use super::{Committed, Transfer, TransferError, TransferReport};
 use crate::acs::CheckedChunk;
 use crate::blob::BlockId;
+use crate::catalog::tags::{BlobKind, BlobTags};
 use crate::recording::{ChunkJob, FormatHints, MediaFormat};
 
 impl Transfer {
@@ -91,7 +92,13 @@ impl Transfer {
         let ids = (0..blocks as u32).map(|i| blocks_of.id(i)).collect();
         let committed = self
             .store
-            .commit(&names.media, ids, format.content_type, metadata)
+            .commit(
+                &names.media,
+                ids,
+                format.content_type,
+                metadata,
+                BlobTags::for_chunk(job, format, BlobKind::Media),
+            )
             .await?;
         let stored = self
             .store

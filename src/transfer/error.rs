@@ -2,6 +2,7 @@
 
 use crate::acs::{AcsError, ChunkRefusal};
 use crate::disposition::Disposition;
+use crate::queue::QueueError;
 use crate::storage::StorageError;
 
 /// Why a chunk was not archived. Each variant knows what the caller must do.
@@ -36,6 +37,29 @@ pub enum TransferError {
         /// What the Blob client reported, with the status, error code and request id.
         #[source]
         source: Box<StorageError>,
+    },
+    /// The recording's manifest exists, but its writer has not confirmed its notification yet
+    /// (it may still be sending it): try again later.
+    #[error("manifest {manifest}: its writer has not confirmed the notification yet")]
+    NotificationPending {
+        /// The manifest blob.
+        manifest: String,
+    },
+    /// The "recording archived" message could not be put on `ARCHIVED_NOTIFY_QUEUE`.
+    #[error("manifest {manifest}: notification: {source}")]
+    Notify {
+        /// The manifest blob.
+        manifest: String,
+        /// What the Queue client reported.
+        #[source]
+        source: Box<QueueError>,
+    },
+    /// WORM settings, and a container that cannot hold WORM blobs: every write would be
+    /// refused, so the chunk waits (retried) until the container or the settings are fixed.
+    #[error("container `{container}` does not support version-level immutability, which TRANSFER_IMMUTABILITY_DAYS and TRANSFER_LEGAL_HOLD need; enable it on the container or account, or unset them")]
+    WormUnsupported {
+        /// The container.
+        container: String,
     },
     /// A block upload task died (a panic): nothing says the chunk is at fault, so try again.
     #[error("blob {blob}: the block upload task failed: {source}")]
@@ -90,6 +114,10 @@ impl TransferError {
         match self {
             TransferError::Download { source, .. } => source.disposition(),
             TransferError::Storage { source, .. } => source.disposition(),
+            TransferError::Notify { source, .. } => source.disposition(),
+            TransferError::NotificationPending { .. } | TransferError::WormUnsupported { .. } => {
+                Disposition::Retry
+            }
             // A short body that slipped past the download's own checks: try again.
             TransferError::SizeMismatch { .. } | TransferError::Task { .. } => Disposition::Retry,
             TransferError::Refused { .. }

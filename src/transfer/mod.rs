@@ -34,12 +34,14 @@
 //! | `hash.rs` | the chunk's SHA-256 on its own thread, blocks' `Content-MD5` |
 //! | `origin.rs` | what a media blob records about its source, and the check against a job |
 //! | `record.rs` | the archive record `<media>.json` and its [`Provenance`](record::Provenance) |
+//! | `finish.rs` | the recording's manifest once all of it is archived, and its one notification |
 //! | `release.rs` | `DELETE_AFTER_ARCHIVE`: freeing a recording in ACS once all of it is archived |
 
 mod adapters;
 mod blocks;
 mod copy;
 mod error;
+mod finish;
 mod hash;
 mod origin;
 mod pool;
@@ -52,6 +54,7 @@ mod tests;
 
 pub use adapters::{AcsChunkReader, BlobBlockStore};
 pub use error::TransferError;
+pub use finish::{Notifier, QueueNotifier};
 pub(crate) use seams::{BlockStore, ChunkReader, Committed, SourceStream, StoredBlob};
 
 use std::sync::Arc;
@@ -60,6 +63,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::acs::CheckedChunk;
+use crate::catalog::tags::{BlobKind, BlobTags};
 use crate::clock::Clock;
 use crate::config::{BlobNameTemplate, TransferSettings};
 use crate::recording::{BlobNames, ChunkJob, FormatHints, MediaFormat};
@@ -94,6 +98,8 @@ pub struct Transfer {
     settings: TransferSettings,
     template: BlobNameTemplate,
     clock: Arc<dyn Clock>,
+    /// Told once per recording when its manifest is first written (`ARCHIVED_NOTIFY_QUEUE`).
+    notifier: Option<Arc<dyn Notifier>>,
 }
 
 impl Transfer {
@@ -111,11 +117,19 @@ impl Transfer {
             settings,
             template,
             clock,
+            notifier: None,
         }
     }
 
-    /// Archives one chunk (media and record), then, with `DELETE_AFTER_ARCHIVE`, frees the
-    /// recording in ACS once all its chunks are archived. Idempotent, also after the delete:
+    /// Sends one "recording archived" message per recording to `notifier`.
+    pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    /// Archives one chunk (media and record); once all its recording's chunks are archived,
+    /// writes the recording's manifest (and sends its notification) and, with
+    /// `DELETE_AFTER_ARCHIVE`, frees the recording in ACS. Idempotent, also after the delete:
     /// the container is consulted before ACS, and a 404 from ACS for a chunk archived from the
     /// same source meanwhile is success.
     pub async fn archive(&self, job: &ChunkJob) -> Result<TransferReport, TransferError> {
@@ -142,6 +156,7 @@ impl Transfer {
                 other => other?,
             },
         };
+        self.finish_recording(job).await?;
         if self.settings.delete_after_archive {
             self.release_recording(job).await?;
         }
@@ -229,10 +244,11 @@ impl Transfer {
         names: &BlobNames,
         record: ArchiveRecord<'_>,
     ) -> Result<(), TransferError> {
+        let tags = BlobTags::for_chunk(record.job, record.format, BlobKind::Record);
         let record = record.into_json(&self.settings, self.clock.now());
         let body = Bytes::from(serde_json::to_vec_pretty(&record).unwrap_or_default());
         self.store
-            .put_small(&names.record, body, "application/json")
+            .put_small(&names.record, body, "application/json", tags)
             .await
             .map(|_| ())
     }

@@ -27,6 +27,11 @@ impl StoredBlob {
         self.meta(META_SHA256)
     }
 
+    /// The document id the archive recorded.
+    pub(super) fn archived_document(&self) -> Option<&str> {
+        self.meta(META_DOCUMENT)
+    }
+
     fn meta(&self, name: &str) -> Option<&str> {
         self.metadata
             .iter()

@@ -9,6 +9,7 @@ use url::Url;
 use super::TransferError;
 use crate::acs::{Deleted, UrlPolicy};
 use crate::blob::BlockId;
+use crate::catalog::tags::BlobTags;
 use crate::recording::ChunkJob;
 use futures_util::future::BoxFuture;
 
@@ -87,19 +88,29 @@ pub(crate) trait BlockStore: Send + Sync {
         data: Bytes,
         md5: Option<[u8; 16]>,
     ) -> BoxFuture<'a, Result<(), TransferError>>;
-    /// Commits `ids` in order, create-only, with the blob's content type and metadata.
+    /// Commits `ids` in order, create-only, with the blob's content type, metadata and index
+    /// tags.
     fn commit<'a>(
         &'a self,
         blob: &'a str,
         ids: Vec<BlockId>,
         content_type: &'a str,
         metadata: Vec<(String, String)>,
+        tags: BlobTags,
     ) -> BoxFuture<'a, Result<Committed, TransferError>>;
-    /// Writes a small blob in one request, create-only.
+    /// Writes a small blob in one request, create-only, with its index tags.
     fn put_small<'a>(
         &'a self,
         blob: &'a str,
         body: Bytes,
         content_type: &'a str,
+        tags: BlobTags,
     ) -> BoxFuture<'a, Result<Committed, TransferError>>;
+    /// Reads a small blob (a record, a manifest) of at most `max_bytes`; `None` if there is
+    /// none.
+    fn read_small<'a>(
+        &'a self,
+        blob: &'a str,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Option<Bytes>, TransferError>>;
 }

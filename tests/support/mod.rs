@@ -343,11 +343,19 @@ pub async fn wait_for_log(h: &HandlerProcess, needle: &str) {
 /// Checks every chunk's media blob against the emulator's source and its record blob.
 pub async fn assert_archived(emu: &AcsEmulator, container: &str, call: &str, documents: &[&str]) {
     let folder = format!("2026/11/24/{call}/");
-    let blobs: Vec<ListedBlob> = list_blobs(container)
+    let (manifests, blobs): (Vec<ListedBlob>, Vec<ListedBlob>) = list_blobs(container)
         .await
         .into_iter()
         .filter(|b| b.name.starts_with(&folder))
-        .collect();
+        .partition(|b| b.name.starts_with(&format!("{folder}manifest-")));
+    assert!(
+        manifests
+            .iter()
+            .filter(|m| m.name.ends_with(".json"))
+            .count()
+            <= 1,
+        "at most one manifest: {manifests:#?}"
+    );
     assert_eq!(
         blobs.len(),
         documents.len() * 2,

@@ -13,6 +13,7 @@ use super::super::{
 };
 use crate::acs::{AcsError, Deleted, TransportKind, UrlPolicy};
 use crate::blob::BlockId;
+use crate::catalog::tags::BlobTags;
 use crate::clock::SystemClock;
 use crate::config::{BlobNameTemplate, TransferSettings};
 use crate::recording::{CallIds, ChunkJob, ChunkSource};
@@ -200,6 +201,7 @@ pub(super) type Stored = (Bytes, String, Vec<(String, String)>);
 pub(super) struct Blob {
     pub(super) staged: HashMap<BlockId, Bytes>,
     pub(super) committed: Option<Stored>,
+    pub(super) tags: BlobTags,
 }
 
 #[derive(Default)]
@@ -295,6 +297,7 @@ impl BlockStore for FakeStore {
         ids: Vec<BlockId>,
         content_type: &'a str,
         metadata: Vec<(String, String)>,
+        tags: BlobTags,
     ) -> BoxFuture<'a, Result<Committed, TransferError>> {
         let mut blobs = self.blobs.lock().unwrap();
         let b = blobs.entry(blob.to_string()).or_default();
@@ -310,6 +313,7 @@ impl BlockStore for FakeStore {
                 );
             }
             b.committed = Some((data.into(), content_type.to_string(), metadata));
+            b.tags = tags;
             b.staged.clear();
             Ok(match self.lose_commit_answers.load(Ordering::SeqCst) {
                 true => Committed::AlreadyExists,
@@ -323,6 +327,7 @@ impl BlockStore for FakeStore {
         blob: &'a str,
         body: Bytes,
         content_type: &'a str,
+        tags: BlobTags,
     ) -> BoxFuture<'a, Result<Committed, TransferError>> {
         let failing =
             self.failing_small_writes
@@ -348,9 +353,19 @@ impl BlockStore for FakeStore {
             Committed::AlreadyExists
         } else {
             b.committed = Some((body, content_type.to_string(), vec![]));
+            b.tags = tags;
             Committed::Created
         };
         Box::pin(async move { Ok(r) })
+    }
+    fn read_small<'a>(
+        &'a self,
+        blob: &'a str,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Option<Bytes>, TransferError>> {
+        let body = self.committed(blob).map(|(data, _, _)| data);
+        assert!(body.as_ref().is_none_or(|b| b.len() <= max_bytes));
+        Box::pin(async move { Ok(body) })
     }
 }
 

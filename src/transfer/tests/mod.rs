@@ -2,6 +2,7 @@
 //! `DELETE_AFTER_ARCHIVE`.
 
 mod fakes;
+mod finish;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
