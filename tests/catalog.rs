@@ -371,7 +371,7 @@ async fn five_concurrent_duplicate_deliveries_archive_once_with_one_manifest_and
         .collect();
     let manifests: Vec<_> = names
         .iter()
-        .filter(|n| n.ends_with(".json") && n.contains("/manifest-"))
+        .filter(|n| n.contains("/manifest-") && !n.ends_with(".notified.json"))
         .collect();
     assert_eq!(
         manifests,
@@ -412,4 +412,25 @@ async fn five_concurrent_duplicate_deliveries_archive_once_with_one_manifest_and
             Some("Cool")
         );
     }
+
+    // The operator's view: `archiver find` with only the storage settings.
+    let env = [
+        (
+            "RECORDINGS_STORAGE".to_string(),
+            azurite().connection_string(),
+        ),
+        ("RECORDINGS_CONTAINER".to_string(), container.clone()),
+    ];
+    let out = run_archiver(&env, &["find", "--call", "call-e2e"], None);
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("complete, 2 of 2 chunk(s), 600001 bytes"),
+        "{text}"
+    );
+    assert!(text.contains(manifests[0].as_str()), "{text}");
+    let out = run_archiver(&env, &["find", "--since", "2030-01-01"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    let out = run_archiver(&env, &["find", "--call", "x' OR 'a'='a"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
 }

@@ -608,6 +608,23 @@ async fn check_archive(
             expected.insert(format!("{media}.json"));
             expected.insert(media);
         }
+        // A recording archived whole gets one manifest beside its first chunk.
+        if !r.permanent() {
+            let first = r.media_blob(0);
+            let folder = first.rsplit_once('/').map_or("", |(f, _)| f);
+            let manifest = format!("{folder}/manifest-{}.json", r.chunks[0].doc);
+            let writes = seen
+                .blob_log
+                .iter()
+                .filter(|q| {
+                    q.kind == RequestKind::PutBlob
+                        && q.target_status == Some(201)
+                        && is_path_of(q, &manifest)
+                })
+                .count();
+            assert_eq!(writes, 1, "{manifest} written {writes} times");
+            expected.insert(manifest);
+        }
     }
     let unexpected: Vec<_> = seen
         .blobs

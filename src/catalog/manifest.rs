@@ -43,9 +43,12 @@ pub fn manifest_name(job: &ChunkJob, template: &BlobNameTemplate) -> Option<Stri
     })
 }
 
-/// The blob marking that a manifest's notification was sent (see [`crate::transfer`]).
+/// The blob marking that a manifest's notification was sent (see [`crate::transfer`]):
+/// `manifest-<id>.notified.json`, a small JSON document like every other `.json` beside the
+/// media, so that tools reading records skip it as "not a record".
 pub fn notified_marker(manifest: &str) -> String {
-    format!("{manifest}.notified")
+    let stem = manifest.strip_suffix(".json").unwrap_or(manifest);
+    format!("{stem}.notified.json")
 }
 
 /// Whether `job` knows every chunk of its recording, so a manifest can prove completeness.

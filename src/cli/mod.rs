@@ -6,6 +6,8 @@
 //! * `archiver check`: shows the settings, checks that the Functions host can bind the queue
 //!   trigger to them, and that the recordings container, the transfer queue and its poison
 //!   queue exist or can be created (naming the role or setting to fix when not).
+//! * `archiver find --call ID | --server-call ID | --recording ID | --since DATE [--until DATE]`:
+//!   the archived recordings a selection matches, with their chunks and completeness.
 //! * `archiver replay FILE...`: archives the recordings named in event or job files now.
 //! * `archiver verify --call ID | --server-call ID | --recording ID | --since DATE [--until
 //!   DATE] | --prefix P`: reads every archived chunk back and proves it against its record and
@@ -20,10 +22,12 @@
 //! | `settings` | the settings as a table |
 //! | `progress` | a bar on a terminal, plain lines otherwise |
 //! | `check` | `archiver check` |
+//! | `find` | `archiver find` |
 //! | `replay` | `archiver replay` |
 //! | `verify` | `archiver verify` |
 
 mod check;
+mod find;
 mod progress;
 mod replay;
 mod settings;
@@ -66,6 +70,12 @@ struct Cli {
 enum Command {
     /// Show the settings (secrets hidden) and check that storage answers.
     Check,
+    /// List archived recordings by call, server call, recording or start date, from their
+    /// blob index tags.
+    Find {
+        #[command(flatten)]
+        select: Select,
+    },
     /// Archive the recordings in event or job files now ('-' reads standard input).
     Replay {
         /// Files holding an event, an array of events (a dead-letter blob), or a queue message.
@@ -152,6 +162,11 @@ pub fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::Check => check::run(&settings, &lookup, &source).await,
+            Command::Find { select } => match select.selector() {
+                Some(Ok(selector)) => find::run(&settings, &lookup, &selector).await,
+                Some(Err(e)) => fail(&e),
+                None => unreachable!("clap requires one selector"),
+            },
             Command::Replay { files } => replay::run(&settings, &lookup, &files, &retries).await,
             Command::Verify { select, prefix } => {
                 let target = match (prefix, select.selector()) {

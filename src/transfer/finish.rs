@@ -7,7 +7,7 @@
 //! manifest create-only: of several finishers (the last two chunks at once, duplicates of the
 //! last chunk) exactly one write succeeds, and only that one sends the notification.
 //!
-//! The crash window: the winner sends, then writes `<manifest>.notified` create-only. Anyone
+//! The crash window: the winner sends, then writes `manifest-<id>.notified.json` create-only. Anyone
 //! who finds the manifest without that marker waits a moment for the winner's marker; when the
 //! manifest is older than [`NOTIFY_GRACE`] the winner must have stopped between its write and
 //! its marker (its own job is then redelivered after the queue's lease, or Event Grid's
@@ -232,8 +232,14 @@ impl Transfer {
         }
         let document: Value = serde_json::from_slice(manifest).unwrap_or_default();
         notifier.notify(name, &document).await?;
+        let note = serde_json::json!({"manifest": name, "notifiedAt": rfc3339(self.clock.now())});
         self.store
-            .put_small(&marker, Bytes::new(), "text/plain", BlobTags::default())
+            .put_small(
+                &marker,
+                Bytes::from(note.to_string()),
+                "application/json",
+                BlobTags::default(),
+            )
             .await?;
         tracing::info!(manifest = %name, "recording archived: notification sent");
         Ok(())

@@ -351,7 +351,7 @@ pub async fn assert_archived(emu: &AcsEmulator, container: &str, call: &str, doc
     assert!(
         manifests
             .iter()
-            .filter(|m| m.name.ends_with(".json"))
+            .filter(|m| !m.name.ends_with(".notified.json"))
             .count()
             <= 1,
         "at most one manifest: {manifests:#?}"

@@ -88,7 +88,9 @@ async fn the_last_chunk_to_finish_writes_the_manifest_whatever_the_order() {
     assert_eq!(m["totalBytes"], 3 * (BLOCK + 7) as u64);
     assert_eq!(notifier.sent.load(Ordering::SeqCst), 1);
     assert_eq!(notifier.manifests.lock().unwrap()[0].0, MANIFEST);
-    assert!(store.committed(&format!("{MANIFEST}.notified")).is_some());
+    assert!(store
+        .committed("2026/11/24/call-1/manifest-doc-0.notified.json")
+        .is_some());
     let tags = store.blobs.lock().unwrap()[MANIFEST].tags.clone();
     assert_eq!(tags.get("kind"), Some(BlobKind::Manifest.as_str()));
     assert_eq!(tags.get("callId"), Some("call-1"));
