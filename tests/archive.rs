@@ -292,8 +292,8 @@ async fn a_transfer_message_that_can_never_work_goes_to_the_poison_queue_at_once
     let emu = emulator().await;
     let env = handler_env(Some(&emu));
     let h = start_handler(&env).await;
-    let message = fixture("recording_missing_document_id.json");
-    let (status, body) = invoke_transfer(&h, &message).await.unwrap();
+    let message = include_str!("data/recording_missing_document_id.json");
+    let (status, body) = invoke_transfer(&h, message).await.unwrap();
     assert_eq!(
         status, 200,
         "retrying can never help: the message is moved, not failed five times: {body}"

@@ -22,7 +22,7 @@ use archiver_testkit::host::{
 };
 use archiver_testkit::queue::{MessageEncoding, QueueClient, StorageAccount};
 use serde_json::{json, Value};
-use support::{azurite, fake_worker, fixture};
+use support::{azurite, fake_worker};
 use tempfile::TempDir;
 
 const HANDLER: &str = env!("CARGO_BIN_EXE_handler");
@@ -799,8 +799,11 @@ async fn deliver(host: &FunctionsHost, body: &str) -> u16 {
 /// answers (information), as the host records the handler's lines.
 async fn log_one_of_each_severity(host: &FunctionsHost) -> Vec<(LogLevel, String)> {
     assert_eq!(deliver(host, "[1").await, 400);
-    let missing = fixture("recording_missing_document_id.json");
-    deliver(host, &missing).await;
+    deliver(
+        host,
+        include_str!("data/recording_missing_document_id.json"),
+    )
+    .await;
     host.wait_for("the handler's log lines", WAIT, |h| {
         let lines = h.worker_lines();
         ["delivery refused", "event rejected", "answered"]
@@ -883,7 +886,7 @@ async fn under_legacy_forwarding_a_chunked_delivery_is_refused_naming_content_le
             .remove("enableProxyingHttpRequest");
     });
     let host = repo_app_at(app.path(), &[]).await;
-    let body = fixture("recording_ga.json");
+    let body = include_str!("data/recording_ga.json").to_string();
     let chunks: Vec<Result<String, std::io::Error>> = vec![Ok(body)];
     let r = reqwest::Client::new()
         .post(host.url("/api/RecordingWebhook?code=functionkey"))
@@ -909,7 +912,7 @@ async fn repo_app_runs_the_real_handler_behind_the_emulated_front_end() {
         host.queues()[0].queue.starts_with("fh-transfers-"),
         "%TRANSFER_QUEUE% resolved"
     );
-    let validation = fixture("eventgrid_validation.json");
+    let validation = include_str!("data/eventgrid_validation.json");
     let r = reqwest::Client::new()
         .post(host.url("/api/RecordingWebhook?code=functionkey"))
         .header("Content-Type", "application/json")

@@ -326,7 +326,7 @@ async fn when_the_queue_service_is_down_the_webhook_answers_503_through_the_host
         .unwrap_or_else(|e| panic!("{e}"));
     let (status, body) = deliver(
         &host,
-        serde_json::from_str(&fixture("recording_ga_three_chunks.json")).unwrap(),
+        serde_json::from_str(include_str!("data/recording_ga_three_chunks.json")).unwrap(),
     )
     .await;
     assert_eq!(

@@ -750,17 +750,6 @@ async fn an_invocation_without_a_readable_message_is_400() {
 // ---------------------------------------------------------------------------------------------
 // The process itself.
 
-/// Polls the handler's output until it holds `needle`.
-async fn wait_for_log(h: &HandlerProcess, needle: &str) {
-    for _ in 0..500 {
-        if h.output().contains(needle) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the handler never logged `{needle}`:\n{}", h.output());
-}
-
 /// Posts to the handler process as the Functions host forwards a delivery.
 async fn post_to(h: &HandlerProcess, aeg: &str, body: &str) -> (u16, Value) {
     let r = h
@@ -793,7 +782,7 @@ async fn a_delivery_reaches_the_azurite_queue_through_the_handler_process() {
         let id = format!("0-wus-d10-{}", document.repeat(4));
         assert!(queued.iter().any(|m| m.contains(&id)), "{id}: {queued:?}");
     }
-    wait_for_log(&h, "0-wus-d10-33333333333333333333333333333333").await;
+    support::wait_for_log(&h, "0-wus-d10-33333333333333333333333333333333").await;
 }
 
 #[tokio::test]
@@ -806,7 +795,7 @@ async fn secrets_never_reach_the_logs() {
     post_to(&h, "SubscriptionValidation", VALIDATION).await;
     post_to(&h, "Notification", "[1").await;
     // Both requests were answered and logged; only then is the log complete enough to check.
-    wait_for_log(&h, "delivery refused").await;
+    support::wait_for_log(&h, "delivery refused").await;
     let logs = h.output();
     for secret in [
         archiver_testkit::azurite::ACCOUNT_KEY,
@@ -870,9 +859,9 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     conn.write_all(first).await.unwrap();
     conn.flush().await.unwrap();
     // Once the handler is reading this body, the host recycles the worker...
-    wait_for_log(&h, "reading the delivery body").await;
+    support::wait_for_log(&h, "reading the delivery body").await;
     h.terminate();
-    wait_for_log(&h, "shutting down").await;
+    support::wait_for_log(&h, "shutting down").await;
     // ...and the rest of the body still arrives and is answered.
     conn.write_all(rest).await.unwrap();
     let mut answer = String::new();

@@ -1,6 +1,8 @@
 //! Shared set-up for the integration tests: one Azurite per test binary (a real process,
 //! started on free ports in memory and stopped when the binary exits), the handler's
-//! environment, and recording events whose URLs point at an ACS emulator.
+//! environment, recording events whose URLs point at an ACS emulator, the archive reader and
+//! the polling loop. Payloads from `tests/data/` are embedded where they are used, with
+//! `include_str!`.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -177,16 +179,6 @@ pub async fn handler_with(extra: &[(&str, &str)]) -> HandlerProcess {
         set(&mut env, k, v);
     }
     start_handler(&env).await
-}
-
-/// A fixture from `tests/data/`: the one way a test reads one at run time.
-pub fn fixture(name: &str) -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data")
-            .join(name),
-    )
-    .unwrap()
 }
 
 /// A GA `RecordingFileStatusUpdated` event (Event Grid schema) whose chunks are the given
