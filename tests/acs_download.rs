@@ -309,6 +309,53 @@ async fn a_cut_body_resumes_from_the_next_byte() {
     assert_eq!(statuses(&emu), [200, 206]);
 }
 
+/// SHA-256 of bytes `start..end` of the emulator's recording `doc`.
+fn sha256_of_range(emu: &AcsEmulator, doc: &str, start: u64, end: u64) -> [u8; 32] {
+    let content = emu.content(doc).unwrap();
+    let mut buf = vec![0u8; (end - start) as usize];
+    assert_eq!(content.read_at(start, &mut buf), buf.len());
+    Sha256::digest(&buf).into()
+}
+
+/// A ranged read cut in the middle resumes within its range, from the next byte, and ends at
+/// the range's end; a server that ignores `Range` is read only up to it.
+#[tokio::test]
+async fn a_cut_range_resumes_within_the_range_and_stops_at_its_end() {
+    let emu = emulator().await;
+    emu.add_recording("ranged", 3 * MIB, 18, RecordingFormat::Mp4);
+    emu.push_faults("ranged", vec![Fault::CutAfter(300_000)]);
+    let client = client_for(&emu);
+    let range = acs::ByteRange {
+        start: MIB,
+        end: Some(2 * MIB),
+    };
+    let media = url(&emu.content_url("ranged"));
+
+    let got = drain(client.download_range(&media, range).await.unwrap()).await;
+    assert!(got.error.is_none(), "{:?}", got.error);
+    assert_eq!(got.len, MIB);
+    assert_eq!(got.sha256, sha256_of_range(&emu, "ranged", MIB, 2 * MIB));
+    assert_eq!(
+        ranges(&emu),
+        [
+            Some(format!("bytes={}-{}", MIB, 2 * MIB - 1)),
+            Some(format!("bytes={}-{}", MIB + 300_000, 2 * MIB - 1))
+        ]
+    );
+    assert_eq!(statuses(&emu), [206, 206]);
+
+    emu.clear_requests();
+    emu.push_faults("ranged", vec![Fault::IgnoreRange]);
+    let got = drain(client.download_range(&media, range).await.unwrap()).await;
+    assert!(got.error.is_none(), "{:?}", got.error);
+    assert_eq!(
+        got.len, MIB,
+        "the 200's body past the range is not delivered"
+    );
+    assert_eq!(got.sha256, sha256_of_range(&emu, "ranged", MIB, 2 * MIB));
+    assert_eq!(statuses(&emu), [200]);
+}
+
 /// Several hundred MiB, byte-exact through three cuts and a 503 with `Retry-After`, in pieces
 /// of at most 1 MiB. The handler's memory through the same faults is measured in
 /// `tests/memory.rs`, in a process of its own.

@@ -793,7 +793,7 @@ impl Totals {
             resumed_from_staged: seen
                 .records
                 .values()
-                .filter(|r| r["archive"]["resumedFromByte"].as_u64() > Some(0))
+                .filter(|r| r["archive"]["reusedStagedBytes"].as_u64() > Some(0))
                 .count(),
             resumed_mid_body: seen
                 .acs_log
@@ -958,7 +958,7 @@ async fn archives_every_chunk_exactly_once_through_random_faults() {
         "  (the kill hit instance {} after {} staged blocks of the slow chunk; its transfer resumed at byte {})",
         kill.host,
         kill.blocks_staged,
-        seen.records.get(&slow).map_or(Value::Null, |r| r["archive"]["resumedFromByte"].clone()),
+        seen.records.get(&slow).map_or(Value::Null, |r| r["archive"]["reusedStagedBytes"].clone()),
     );
 
     let archived_at = check_archive(&plan, &seen, &emu, &container).await;

@@ -25,8 +25,39 @@ use crate::retry::Backoff;
 /// hundred KiB, this keeps a download's memory small whatever the object's size.
 const CHANNEL_DEPTH: usize = 2;
 
-/// A download in progress. `stream` yields the object's bytes from `offset` to the end, in
-/// order, each exactly once; an `Err` item is the last item.
+/// The bytes a download asks for: from `start` up to `end` (exclusive), or to the object's
+/// end when `end` is `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    /// The first byte.
+    pub start: u64,
+    /// The byte after the last one, if not the object's end.
+    pub end: Option<u64>,
+}
+
+impl ByteRange {
+    /// From `start` to the object's end.
+    pub fn from_offset(start: u64) -> ByteRange {
+        ByteRange { start, end: None }
+    }
+
+    /// The `Range` header value, if the range is not the whole object (`end` is inclusive
+    /// there).
+    pub(crate) fn header(&self) -> Option<String> {
+        match self.end {
+            Some(end) => Some(format!(
+                "bytes={}-{}",
+                self.start,
+                end.max(self.start + 1) - 1
+            )),
+            None if self.start > 0 => Some(format!("bytes={}-", self.start)),
+            None => None,
+        }
+    }
+}
+
+/// A download in progress. `stream` yields the object's bytes from `offset` to the end of the
+/// range asked for, in order, each exactly once; an `Err` item is the last item.
 pub struct Download {
     /// The whole object's length (not just what remains after `offset`).
     pub total_len: u64,
@@ -211,7 +242,12 @@ impl Sink {
 }
 
 /// Starts the download task and waits for its first response.
-pub(crate) async fn start(inner: Arc<Inner>, url: Url, offset: u64) -> Result<Download, AcsError> {
+pub(crate) async fn start(
+    inner: Arc<Inner>,
+    url: Url,
+    range: ByteRange,
+) -> Result<Download, AcsError> {
+    let offset = range.start;
     let host = sign::authority(&url);
     let (head_tx, head_rx) = oneshot::channel();
     let (data_tx, data_rx) = mpsc::channel(CHANNEL_DEPTH);
@@ -220,7 +256,7 @@ pub(crate) async fn start(inner: Arc<Inner>, url: Url, offset: u64) -> Result<Do
         run(
             inner,
             url,
-            offset,
+            range,
             Sink {
                 head: Some(head_tx),
                 data: data_tx,
@@ -261,16 +297,26 @@ enum Outcome {
 /// Bytes delivered so far.
 struct Progress {
     next: u64,
+    /// The end of the range asked for, if not the object's end.
+    end: Option<u64>,
     total: Option<u64>,
 }
 
-async fn run(inner: Arc<Inner>, url: Url, offset: u64, mut sink: Sink) {
+impl Progress {
+    /// Where delivery stops, once the object's length is known.
+    fn stop(&self, total: u64) -> u64 {
+        self.end.map_or(total, |end| end.min(total))
+    }
+}
+
+async fn run(inner: Arc<Inner>, url: Url, range: ByteRange, mut sink: Sink) {
     let host = sign::authority(&url);
     let jitter = inner.jitter.clone();
     let policy = inner.options.retry;
     let mut backoff = Backoff::new(policy, &*jitter);
     let mut progress = Progress {
-        next: offset,
+        next: range.start,
+        end: range.end,
         total: None,
     };
     let mut attempts = 0u32;
@@ -317,7 +363,7 @@ async fn attempt(
 ) -> Outcome {
     let failed = |error: AcsError, progressed: bool| Outcome::Failed { error, progressed };
     let response = tokio::select! {
-        r = inner.send(Method::GET, url, Some(progress.next)) => r,
+        r = inner.send(Method::GET, url, Some(ByteRange { start: progress.next, end: progress.end })) => r,
         _ = sink.closed() => return Outcome::ConsumerGone,
     };
     let response = match response {
@@ -369,7 +415,8 @@ async fn attempt(
             return Outcome::ConsumerGone;
         }
     }
-    if progress.next >= span.total {
+    let stop = progress.stop(span.total);
+    if progress.next >= stop {
         return Outcome::Finished;
     }
 
@@ -426,14 +473,23 @@ async fn attempt(
                 continue;
             }
         }
+        // A server that ignores `Range`, or answers more than asked, is read only up to the
+        // range's end; the rest of its body is dropped with the connection.
+        let room = stop - progress.next;
+        if chunk.len() as u64 > room {
+            chunk.truncate(room as usize);
+        }
         let len = chunk.len() as u64;
         if sink.data.send(Ok(chunk)).await.is_err() {
             return Outcome::ConsumerGone;
         }
         progress.next += len;
         progressed = true;
+        if progress.next == stop {
+            return Outcome::Finished;
+        }
     }
-    if progress.next == span.total {
+    if progress.next == stop {
         Outcome::Finished
     } else if progress.next == span.end {
         Outcome::Partial
@@ -452,6 +508,27 @@ async fn attempt(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_ask_for_what_is_left_of_them() {
+        assert_eq!(ByteRange::from_offset(0).header(), None);
+        assert_eq!(
+            ByteRange::from_offset(10).header().as_deref(),
+            Some("bytes=10-")
+        );
+        let range = ByteRange {
+            start: 4096,
+            end: Some(8192),
+        };
+        assert_eq!(range.header().as_deref(), Some("bytes=4096-8191"));
+        let progress = Progress {
+            next: 5000,
+            end: range.end,
+            total: None,
+        };
+        assert_eq!(progress.stop(6000), 6000, "the object ends first");
+        assert_eq!(progress.stop(10_000), 8192);
+    }
 
     #[test]
     fn content_range_forms_parse() {

@@ -37,7 +37,7 @@ use crate::retry::{
 };
 
 pub use allowlist::{Access, CheckedChunk, ChunkRefusal, RecordingObject, Refusal, UrlPolicy};
-pub use download::Download;
+pub use download::{ByteRange, Download};
 
 /// `api-version` of the 2021 preview `recording/download` URLs.
 pub const PREVIEW_API_VERSION: &str = "2021-04-15-preview1";
@@ -516,8 +516,15 @@ impl AcsClient {
     /// cuts and stalls with `Range: bytes=<next>-`, and ends with an error item when it cannot.
     /// In-flight data is bounded by a few network reads, whatever the object's size.
     pub async fn download(&self, url: &Url, offset: u64) -> Result<Download, AcsError> {
+        self.download_range(url, ByteRange::from_offset(offset))
+            .await
+    }
+
+    /// Streams `range` of the object at `url`, like [`AcsClient::download`]: a cut resumes
+    /// within the range (`Range: bytes=<next>-<last>`), and the stream ends at the range's end.
+    pub async fn download_range(&self, url: &Url, range: ByteRange) -> Result<Download, AcsError> {
         self.inner.check(url, Access::Get)?;
-        download::start(self.inner.clone(), url.clone(), offset).await
+        download::start(self.inner.clone(), url.clone(), range).await
     }
 
     /// Fetches a small document (the chunk's metadata JSON), at most [`METADATA_MAX_BYTES`].
@@ -654,7 +661,7 @@ impl Inner {
         &self,
         method: Method,
         url: &Url,
-        range_from: Option<u64>,
+        range: Option<ByteRange>,
     ) -> Result<reqwest::Response, AcsError> {
         let host = sign::authority(url);
         let target = sign::signing_target(url, self.urls.endpoint());
@@ -695,8 +702,8 @@ impl Inner {
         if let Some(x_ms_host) = &target.x_ms_host {
             request = request.header("x-ms-host", x_ms_host);
         }
-        if let Some(from) = range_from.filter(|f| *f > 0) {
-            request = request.header(reqwest::header::RANGE, format!("bytes={from}-"));
+        if let Some(range) = range.and_then(|r| r.header()) {
+            request = request.header(reqwest::header::RANGE, range);
         }
         let response =
             match tokio::time::timeout(self.options.response_timeout, request.send()).await {
@@ -729,9 +736,7 @@ impl Inner {
             });
         }
         let status = response.status();
-        if status.is_success()
-            || (status == StatusCode::RANGE_NOT_SATISFIABLE && range_from.is_some())
-        {
+        if status.is_success() || (status == StatusCode::RANGE_NOT_SATISFIABLE && range.is_some()) {
             return Ok(response);
         }
         Err(self.status_error(host, response).await)

@@ -9,8 +9,8 @@ use crate::config::storage::{StorageCredential, StorageForm};
 use crate::config::{
     ArchiveMode, MessageEncoding, Settings, ARCHIVE_MODE, DELETE_AFTER_ARCHIVE,
     RECORDINGS_CONTAINER, RECORDINGS_STORAGE, TRANSFER_BLOCK_BYTES, TRANSFER_CONTENT_MD5,
-    TRANSFER_MESSAGE_ENCODING, TRANSFER_PARALLEL_BLOCKS, TRANSFER_QUEUE, TRANSFER_SHA256,
-    WEBHOOK_MAX_BODY_BYTES,
+    TRANSFER_MESSAGE_ENCODING, TRANSFER_PARALLEL_BLOCKS, TRANSFER_PARALLEL_RANGES, TRANSFER_QUEUE,
+    TRANSFER_SHA256, WEBHOOK_MAX_BODY_BYTES,
 };
 
 /// One row: the setting's name (empty for a continuation line) and its value in words.
@@ -82,6 +82,7 @@ pub(crate) fn rows(s: &Settings) -> Vec<Row> {
     let t = &s.transfer;
     rows.push((TRANSFER_BLOCK_BYTES, bytes(t.block_bytes as u64)));
     rows.push((TRANSFER_PARALLEL_BLOCKS, t.parallel_blocks.to_string()));
+    rows.push((TRANSFER_PARALLEL_RANGES, t.parallel_ranges.to_string()));
     rows.push((TRANSFER_CONTENT_MD5, on_off(t.content_md5)));
     rows.push((TRANSFER_SHA256, on_off(t.sha256)));
     rows.push((DELETE_AFTER_ARCHIVE, on_off(t.delete_after_archive)));

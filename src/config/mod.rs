@@ -38,6 +38,8 @@ pub const WEBHOOK_MAX_BODY_BYTES: &str = "WEBHOOK_MAX_BODY_BYTES";
 pub const TRANSFER_BLOCK_BYTES: &str = "TRANSFER_BLOCK_BYTES";
 /// Blocks uploaded at once per chunk.
 pub const TRANSFER_PARALLEL_BLOCKS: &str = "TRANSFER_PARALLEL_BLOCKS";
+/// Ranged reads from ACS at once per chunk.
+pub const TRANSFER_PARALLEL_RANGES: &str = "TRANSFER_PARALLEL_RANGES";
 /// Send `Content-MD5` with every block.
 pub const TRANSFER_CONTENT_MD5: &str = "TRANSFER_CONTENT_MD5";
 /// Compute the whole chunk's SHA-256 for the archive record.
@@ -57,9 +59,11 @@ pub const DEFAULT_TRANSFER_QUEUE: &str = "recording-transfers";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// How chunks are streamed into Blob Storage. Memory per chunk in transfer is at most
-/// `block_bytes x (2 x parallel_blocks + 2)` (blocks in flight, waiting for the hasher, and the
-/// one being filled), whatever the chunk's size (ACS chunks reach 1.5 GB): 40 MiB with the
-/// defaults. The queue trigger runs up to `batchSize + newBatchThreshold` transfers at once.
+/// [`TransferSettings::max_blocks_in_memory`] blocks, `block_bytes x (parallel_blocks +
+/// parallel_ranges x range_blocks + 1)` (blocks being staged, read ahead of the hash, and one
+/// handed over), plus a few network reads per range, whatever the chunk's size (ACS chunks
+/// reach 1.5 GB): 36 MiB with the defaults. The queue trigger runs up to `batchSize +
+/// newBatchThreshold` transfers at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransferSettings {
     /// `TRANSFER_BLOCK_BYTES`: bytes per Put Block. Default 4 MiB: well above the 256 KiB at
@@ -68,6 +72,13 @@ pub struct TransferSettings {
     pub block_bytes: usize,
     /// `TRANSFER_PARALLEL_BLOCKS`: Put Block requests in flight per chunk. Default 4.
     pub parallel_blocks: usize,
+    /// `TRANSFER_PARALLEL_RANGES`: ranged GETs from ACS in flight per chunk; 1 reads the
+    /// chunk as one stream after another, in order. Default 4: one HTTPS stream runs at a
+    /// per-connection rate with a round trip per request, so throughput comes from
+    /// concurrency (Microsoft's .NET SDK reads recordings with 5 parallel ranges,
+    /// `docs/protocols.md` §2.5), while the hash, computed in order, holds the blocks of every
+    /// range in flight: 4 ranges of 4 MiB keep that at 16 MiB.
+    pub parallel_ranges: usize,
     /// `TRANSFER_CONTENT_MD5`: send `Content-MD5` on each block so the service refuses a block
     /// corrupted between our buffer and its disk. Default off: TLS already protects the bytes
     /// on the wire, and MD5 costs about 1.4-1.7 CPU s/GiB here, the largest single cost.
@@ -87,6 +98,7 @@ impl Default for TransferSettings {
         TransferSettings {
             block_bytes: 4 * 1024 * 1024,
             parallel_blocks: 4,
+            parallel_ranges: 4,
             content_md5: false,
             sha256: true,
             delete_after_archive: false,
@@ -99,7 +111,23 @@ pub const MIN_BLOCK_BYTES: usize = 64 * 1024;
 /// Largest block accepted: memory per chunk grows with it.
 pub const MAX_BLOCK_BYTES: usize = 100 * 1024 * 1024;
 
+/// Bytes a ranged read asks for at least: each range is a whole number of blocks, and this
+/// many bytes keep a request's round trip small against its transfer time.
+pub const MIN_RANGE_BYTES: usize = 4 * 1024 * 1024;
+
 impl TransferSettings {
+    /// Blocks per ranged read: the fewest whole blocks that make [`MIN_RANGE_BYTES`].
+    pub fn range_blocks(&self) -> usize {
+        MIN_RANGE_BYTES.div_ceil(self.block_bytes).max(1)
+    }
+
+    /// Most blocks one chunk's transfer holds at once: `parallel_blocks` being staged,
+    /// `parallel_ranges x range_blocks` read ahead of the SHA-256 (which goes in block order),
+    /// and one handed to the stager. Flat in the chunk's size.
+    pub fn max_blocks_in_memory(&self) -> usize {
+        self.parallel_blocks + self.parallel_ranges * self.range_blocks() + 1
+    }
+
     fn load(lookup: &impl Lookup) -> Result<TransferSettings, ConfigError> {
         let d = TransferSettings::default();
         let flag = |name: &str, default: bool| parse_flag(lookup, name, default);
@@ -122,6 +150,13 @@ impl TransferSettings {
                 |v| v.parse::<usize>().ok().filter(|n| (1..=64).contains(n)),
             )?
             .unwrap_or(d.parallel_blocks),
+            parallel_ranges: parse_opt(
+                lookup,
+                TRANSFER_PARALLEL_RANGES,
+                "a number from 1 to 16",
+                |v| v.parse::<usize>().ok().filter(|n| (1..=16).contains(n)),
+            )?
+            .unwrap_or(d.parallel_ranges),
             content_md5: flag(TRANSFER_CONTENT_MD5, d.content_md5)?,
             sha256: flag(TRANSFER_SHA256, d.sha256)?,
             delete_after_archive: flag(DELETE_AFTER_ARCHIVE, d.delete_after_archive)?,
@@ -532,6 +567,8 @@ mod tests {
             (WEBHOOK_MAX_BODY_BYTES, "lots"),
             (TRANSFER_BLOCK_BYTES, "1024"),
             (TRANSFER_PARALLEL_BLOCKS, "0"),
+            (TRANSFER_PARALLEL_RANGES, "0"),
+            (TRANSFER_PARALLEL_RANGES, "17"),
             (TRANSFER_CONTENT_MD5, "maybe"),
             (TRANSFER_MESSAGE_ENCODING, "rot13"),
             (LOG_FORMAT, "xml"),

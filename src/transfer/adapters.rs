@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use url::Url;
 
 use super::{BlockStore, ChunkReader, Committed, SourceStream, StoredBlob, TransferError};
-use crate::acs::{AcsClient, AcsError, Deleted, UrlPolicy};
+use crate::acs::{AcsClient, AcsError, ByteRange, Deleted, UrlPolicy};
 use crate::blob::{BlobClient, BlobCommitOptions, BlockId, CommitOutcome};
 use crate::catalog::tags::BlobTags;
 use crate::catalog::write::archive_headers;
@@ -49,12 +49,12 @@ impl ChunkReader for AcsChunkReader {
         &'a self,
         job: &'a ChunkJob,
         media: &'a Url,
-        offset: u64,
+        range: ByteRange,
     ) -> BoxFuture<'a, Result<SourceStream, TransferError>> {
         Box::pin(async move {
             let d = self
                 .client
-                .download(media, offset)
+                .download_range(media, range)
                 .await
                 .map_err(|e| download_error(job, e))?;
             let (index, document_id) = (job.index, job.document_id.clone());

@@ -8,9 +8,11 @@ use serde_json::Value;
 use super::blocks::{BlockTag, MAX_BLOCKS};
 use super::hash::hex;
 use super::origin::{media_metadata, ArchiveSource};
+use super::plan::{first_range, BlockRange, Layout, Plan};
+use super::pump::Copying;
 use super::record::{ArchiveRecord, Provenance, Started};
 use super::{Committed, Transfer, TransferError, TransferReport};
-use crate::acs::CheckedChunk;
+use crate::acs::{ByteRange, CheckedChunk};
 use crate::blob::BlockId;
 use crate::catalog::tags::{BlobKind, BlobTags};
 use crate::recording::{ChunkJob, FormatHints, MediaFormat};
@@ -35,43 +37,61 @@ impl Transfer {
             event_content: job.content_type.as_deref(),
             ..FormatHints::default()
         });
+        let block = self.settings.block_bytes as u64;
+        let range_blocks = self.settings.range_blocks() as u64;
+        let read_kept = self.settings.sha256;
         // Without a format from the event or the metadata, the response's Content-Type names
-        // it; the stream opened to learn it is used if the transfer starts at byte 0.
+        // it; the read made to learn it is used if the plan starts with it.
         let mut opened = None;
         if format == MediaFormat::UNKNOWN {
-            let stream = self.reader.open(job, media_url, 0).await?;
+            let asked = BlockRange {
+                first: 0,
+                end: range_blocks,
+            };
+            let stream = self
+                .reader
+                .open(job, media_url, bytes_of(asked, block))
+                .await?;
             format = MediaFormat::infer(FormatHints {
                 http_content_type: stream.content_type.as_deref(),
                 ..FormatHints::default()
             });
-            opened = Some(stream);
+            opened = Some((asked, stream));
         }
         let names = job.blob_names(&self.template, format);
         let blocks_of = BlockTag::of(&chunk.source);
 
-        let block = self.settings.block_bytes as u64;
-        let staged = self.store.uncommitted_blocks(&names.media).await?;
-        // The leading run of blocks 0, 1, 2, ... that are staged whole can be kept (the service
-        // lists staged blocks in no order we rely on). The last of them is read and sent again:
-        // when every block was staged, resuming after it would ask ACS for an empty range,
-        // which is answered 416.
-        let staged: HashMap<BlockId, u64> = staged.into_iter().collect();
-        let reusable = (0u32..)
-            .take_while(|i| staged.get(&blocks_of.id(*i)) == Some(&block))
-            .count()
-            .saturating_sub(1) as u64;
-        let mut offset = reusable * block;
-        let mut stream = match opened {
-            Some(s) if offset == 0 => s,
-            _ => self.reader.open(job, media_url, offset).await?,
+        // Blocks staged by earlier attempts, wherever they sit (the service lists them in no
+        // order we rely on); only ours, by id.
+        let staged: HashMap<BlockId, u64> = self
+            .store
+            .uncommitted_blocks(&names.media)
+            .await?
+            .into_iter()
+            .collect();
+        let staged_size = |i: u64| -> Option<u64> {
+            u32::try_from(i)
+                .ok()
+                .and_then(|i| staged.get(&blocks_of.id(i)).copied())
         };
-        if offset > stream.total_len {
-            // Staged blocks from a source of another size: start over.
-            offset = 0;
-            stream = self.reader.open(job, media_url, 0).await?;
-        }
-        let total = stream.total_len;
-        let blocks = total.div_ceil(block);
+        // The first read also tells the chunk's length.
+        let opened = match opened {
+            Some(opened) => opened,
+            None => {
+                let asked = first_range(staged_size, block, read_kept, range_blocks);
+                let stream = self
+                    .reader
+                    .open(job, media_url, bytes_of(asked, block))
+                    .await?;
+                (asked, stream)
+            }
+        };
+        let layout = Layout {
+            total: opened.1.total_len,
+            block,
+        };
+        let total = layout.total;
+        let blocks = layout.blocks();
         if blocks > MAX_BLOCKS {
             return Err(TransferError::TooManyBlocks {
                 index: job.index,
@@ -80,11 +100,24 @@ impl Transfer {
                 blocks,
             });
         }
-        if offset > 0 {
-            tracing::info!(blob = %names.media, resume_at = offset, reused_blocks = reusable, "resuming a partial transfer");
+        let plan = Plan::new(layout, staged_size, read_kept, range_blocks);
+        let kept = plan.kept_bytes(layout);
+        let resumed_from = plan.first_staged_byte(layout);
+        if kept > 0 {
+            tracing::info!(blob = %names.media, kept_bytes = kept, ranges = plan.ranges.len(), "resuming a partial transfer");
         }
         let sha256 = self
-            .pump(job, &names.media, stream, blocks_of, offset / block)
+            .pump(
+                Copying {
+                    job,
+                    media: media_url,
+                    blob: &names.media,
+                    blocks_of,
+                    layout,
+                    plan,
+                },
+                opened,
+            )
             .await?;
 
         let sha_hex = sha256.map(|d| hex(&d));
@@ -138,7 +171,8 @@ impl Transfer {
             source: &chunk.source,
             acs_metadata,
             provenance: Provenance::Copied {
-                resumed_from: offset,
+                resumed_from,
+                reused_bytes: kept,
                 sha256: sha_hex.clone(),
             },
             started,
@@ -148,12 +182,21 @@ impl Transfer {
             tracing::info!(blob = %names.media, "a concurrent delivery committed this chunk first");
             return Ok(TransferReport::AlreadyArchived { blob: names.media });
         }
-        tracing::info!(blob = %names.media, bytes = total, resumed_from = offset, elapsed_ms = started.elapsed_ms(), "chunk archived");
+        tracing::info!(blob = %names.media, bytes = total, resumed_from, kept_bytes = kept, elapsed_ms = started.elapsed_ms(), "chunk archived");
         Ok(TransferReport::Archived {
             blob: names.media,
             bytes: total,
-            resumed_from: offset,
+            resumed_from,
             sha256: sha_hex,
         })
+    }
+}
+
+/// The bytes of `range` before the chunk's length is known (a server ends a range at the
+/// object's end).
+fn bytes_of(range: BlockRange, block: u64) -> ByteRange {
+    ByteRange {
+        start: range.first * block,
+        end: Some(range.end * block),
     }
 }

@@ -70,6 +70,15 @@ pub enum TransferError {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// The pipeline stopped short of the whole chunk: a block never reached the hash, or the
+    /// staging stopped under a reader. Transient; the next attempt keeps what was staged.
+    #[error("blob {blob}: {reason}")]
+    Incomplete {
+        /// Blob name.
+        blob: String,
+        /// What stopped short.
+        reason: &'static str,
+    },
     /// The bytes read do not add up to what ACS announced.
     #[error("chunk {index} ({document_id}): expected {expected} bytes, got {actual}")]
     SizeMismatch {
@@ -119,7 +128,9 @@ impl TransferError {
                 Disposition::Retry
             }
             // A short body that slipped past the download's own checks: try again.
-            TransferError::SizeMismatch { .. } | TransferError::Task { .. } => Disposition::Retry,
+            TransferError::SizeMismatch { .. }
+            | TransferError::Task { .. }
+            | TransferError::Incomplete { .. } => Disposition::Retry,
             TransferError::Refused { .. }
             | TransferError::Conflict { .. }
             | TransferError::TooManyBlocks { .. } => Disposition::Drop,

@@ -1,39 +1,87 @@
-//! Digests: the chunk's SHA-256 on a thread of its own, and a block's `Content-MD5`.
+//! Digests: the chunk's SHA-256 on a thread of its own, fed in block order, and a block's
+//! `Content-MD5`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
-/// SHA-256 of a chunk, fed block by block on its own thread so hashing overlaps the network.
+/// SHA-256 of a chunk whose blocks arrive in any order: blocks wait here until the ones
+/// before them are in, then go to a thread that hashes them so hashing overlaps the network.
+/// [`ChunkHasher::hashed`] says how many blocks are done, which is what bounds the blocks
+/// read ahead (see `pump.rs`).
 pub(super) struct ChunkHasher {
-    tx: tokio::sync::mpsc::Sender<Bytes>,
+    order: Mutex<Order>,
+    hashed: watch::Receiver<u64>,
     done: std::thread::JoinHandle<[u8; 32]>,
 }
 
+struct Order {
+    next: u64,
+    waiting: BTreeMap<u64, Bytes>,
+    tx: Option<std::sync::mpsc::Sender<Bytes>>,
+}
+
 impl ChunkHasher {
-    pub(super) fn spawn(queue: usize) -> ChunkHasher {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(queue.max(1));
+    pub(super) fn spawn() -> ChunkHasher {
+        let (tx, rx) = std::sync::mpsc::channel::<Bytes>();
+        let (count, hashed) = watch::channel(0u64);
         let done = std::thread::spawn(move || {
             let mut h = Sha256::new();
-            while let Some(block) = rx.blocking_recv() {
+            for block in rx {
                 h.update(&block);
+                drop(block);
+                count.send_modify(|n| *n += 1);
             }
             h.finalize().into()
         });
-        ChunkHasher { tx, done }
+        ChunkHasher {
+            order: Mutex::new(Order {
+                next: 0,
+                waiting: BTreeMap::new(),
+                tx: Some(tx),
+            }),
+            hashed,
+            done,
+        }
     }
 
-    /// Queues a block; waits only when the hasher is `queue` blocks behind, which bounds the
-    /// memory it holds.
-    pub(super) async fn feed(&self, block: Bytes) {
-        let _ = self.tx.send(block).await;
+    /// Hands over block `index`; it is hashed once every block before it is.
+    pub(super) fn feed(&self, index: u64, block: Bytes) {
+        let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        order.waiting.insert(index, block);
+        loop {
+            let next = order.next;
+            let Some(block) = order.waiting.remove(&next) else {
+                break;
+            };
+            if let Some(tx) = &order.tx {
+                let _ = tx.send(block);
+            }
+            order.next += 1;
+        }
     }
 
-    pub(super) async fn finish(self) -> [u8; 32] {
-        drop(self.tx);
+    /// How many leading blocks are hashed, as it changes.
+    pub(super) fn hashed(&self) -> watch::Receiver<u64> {
+        self.hashed.clone()
+    }
+
+    /// The digest, once all `blocks` blocks are in; `None` if some never came.
+    pub(super) async fn finish(self, blocks: u64) -> Option<[u8; 32]> {
+        let complete = {
+            let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
+            order.tx = None;
+            order.next == blocks
+        };
         let done = self.done;
-        tokio::task::spawn_blocking(move || done.join().unwrap_or([0; 32]))
+        let digest = tokio::task::spawn_blocking(move || done.join().ok())
             .await
-            .unwrap_or([0; 32])
+            .ok()
+            .flatten();
+        digest.filter(|_| complete)
     }
 }
 

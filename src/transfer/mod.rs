@@ -1,6 +1,7 @@
-//! One chunk from ACS into Blob Storage: download stream -> fixed-size blocks -> a bounded
-//! number of Put Blocks in flight -> one create-only commit. Exactly once per chunk, resumable
-//! after a crash, in memory bounded by `block_bytes x (2 x parallel_blocks + 2)` per chunk.
+//! One chunk from ACS into Blob Storage: parallel ranged downloads -> fixed-size blocks -> a
+//! bounded number of Put Blocks in flight -> one create-only commit. Exactly once per chunk,
+//! resumable after a crash, in memory bounded by
+//! [`TransferSettings::max_blocks_in_memory`] blocks per chunk.
 //!
 //! The recipe (`docs/protocols.md` §5.7):
 //! 0. Check the chunk's URLs ([`UrlPolicy::check_chunk`](crate::acs::UrlPolicy::check_chunk)):
@@ -13,9 +14,10 @@
 //!    whole from the same source, stop: already archived (a chunk ACS deleted after an earlier
 //!    delivery archived it is still a success). Committed from another source: a conflict,
 //!    permanent, and nothing is deleted.
-//! 3. Otherwise read the uncommitted blocks, keep the leading run whose ids and sizes match,
-//!    and resume the ACS download at the byte after them (`Range`).
-//! 4. Stage the rest, then commit with `If-None-Match: *` and the source in the blob's
+//! 3. Otherwise read the uncommitted blocks and keep every one whose id and size match,
+//!    wherever it sits; plan ranged reads of the missing runs (`plan.rs`).
+//! 4. Read the ranges `parallel_ranges` at a time and stage their blocks (`pump.rs`), then
+//!    commit with `If-None-Match: *` and the source in the blob's
 //!    metadata. A concurrent duplicate that commits first makes ours answer "already exists",
 //!    which is success once its source, size and SHA-256 (when both are known) match.
 //! 5. Check the committed size against what ACS reported, then write `<media>.json`: the ACS
@@ -28,10 +30,11 @@
 //! | `seams.rs` | the two remote sides as traits ([`ChunkReader`], [`BlockStore`]), so the algorithm is tested on in-memory fakes |
 //! | `adapters.rs` | those traits on the real clients ([`AcsChunkReader`], [`BlobBlockStore`]) |
 //! | `copy.rs` | steps 3-5: resume point, commit, size check, record |
-//! | `pump.rs` | the stream cut into blocks, staged a bounded number at a time |
+//! | `plan.rs` | which blocks are kept, which ranges to read (pure) |
+//! | `pump.rs` | ranges read in parallel, cut into blocks, staged a bounded number at a time |
 //! | `blocks.rs` | block ids and the block-count limit |
 //! | `pool.rs` | reused block buffers |
-//! | `hash.rs` | the chunk's SHA-256 on its own thread, blocks' `Content-MD5` |
+//! | `hash.rs` | the chunk's SHA-256 in block order on its own thread, blocks' `Content-MD5` |
 //! | `origin.rs` | what a media blob records about its source, and the check against a job |
 //! | `record.rs` | the archive record `<media>.json` and its [`Provenance`](record::Provenance) |
 //! | `finish.rs` | the recording's manifest once all of it is archived, and its one notification |
@@ -44,6 +47,7 @@ mod error;
 mod finish;
 mod hash;
 mod origin;
+mod plan;
 mod pool;
 mod pump;
 mod record;
@@ -79,7 +83,7 @@ pub enum TransferReport {
         blob: String,
         /// Chunk size.
         bytes: u64,
-        /// Bytes skipped because they were already staged.
+        /// The first byte this attempt staged (the blocks before it were staged already).
         resumed_from: u64,
         /// Hex SHA-256 of the chunk, when computed.
         sha256: Option<String>,

@@ -1,110 +1,266 @@
-//! The pump: cuts the source stream into blocks and stages them, a bounded number at a time,
-//! while the hasher reads the same blocks.
+//! The pump: reads a chunk's ranges, `parallel_ranges` at a time, cuts each into blocks and
+//! stages them, `parallel_blocks` Put Blocks at a time, while the hasher reads the same blocks
+//! in index order.
+//!
+//! Memory: a block exists while it is being filled, waits to be hashed, or is being staged.
+//! With the SHA-256 on, a reader may start block `i` only while `i < hashed + parallel_ranges
+//! x range_blocks` (the blocks of the ranges in flight), so unhashed blocks are at most that
+//! many; hashed blocks still being staged are at most `parallel_blocks`; one more waits to be
+//! handed to the stager. Hence [`TransferSettings::max_blocks_in_memory`], flat in chunk size.
+//! Without the hash there is no order to wait for: each reader holds one block.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use url::Url;
 
 use super::blocks::BlockTag;
 use super::hash::{md5_digest, ChunkHasher};
+use super::plan::{BlockRange, Layout, Plan};
 use super::pool::BlockPool;
 use super::{BlockStore, SourceStream, Transfer, TransferError};
 use crate::blob::BlockId;
+use crate::config::TransferSettings;
 use crate::recording::ChunkJob;
 
+/// One copy's inputs.
+pub(super) struct Copying<'a> {
+    pub(super) job: &'a ChunkJob,
+    pub(super) media: &'a Url,
+    pub(super) blob: &'a str,
+    pub(super) blocks_of: BlockTag,
+    pub(super) layout: Layout,
+    pub(super) plan: Plan,
+}
+
+/// What the readers share.
+struct Shared<'a> {
+    copying: &'a Copying<'a>,
+    queue: Mutex<Queue>,
+    hasher: Option<ChunkHasher>,
+    pool: BlockPool,
+    /// Blocks a reader may be ahead of the hash.
+    window: u64,
+}
+
+struct Queue {
+    next: usize,
+    opened: Option<(BlockRange, SourceStream)>,
+}
+
+impl Shared<'_> {
+    /// The next range to read, with its stream if it is the one already opened.
+    fn next_range(&self) -> Option<(BlockRange, Option<SourceStream>)> {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let range = *self.copying.plan.ranges.get(queue.next)?;
+        queue.next += 1;
+        let opened = match queue.opened.take() {
+            Some((asked, stream)) if asked.first == range.first && asked.end >= range.end => {
+                Some(stream)
+            }
+            // The plan starts elsewhere (a staged block turned out short): not needed.
+            _ => None,
+        };
+        Some((range, opened))
+    }
+}
+
 impl Transfer {
-    /// Cuts the stream into blocks and stages them, `parallel_blocks` at a time. Returns the
-    /// chunk's SHA-256 when it was asked for and the stream started at byte 0.
+    /// Reads and stages what `copying.plan` says, starting with `opened`, the first read
+    /// (already answered: it told the chunk's length) and the blocks it asked for. Returns the chunk's SHA-256 when it was asked
+    /// for (every block is read then, kept ones for the hash only).
     ///
     /// Each block is staged by its own task, so its MD5, its request and the reading of its
-    /// answer go on while the pump reads the next block from ACS; the pump only waits for a
-    /// task when `parallel_blocks` are already in flight. (Futures kept in the pump's own
+    /// answer go on while the readers read on; the stager waits for a task only when
+    /// `parallel_blocks` are already in flight. (Futures kept in the pump's own
     /// `FuturesUnordered` progressed only while it waited on a full queue; measured with the
     /// discarding sink, tasks are 5-8% faster and use ~8% less CPU.)
     pub(super) async fn pump(
         &self,
-        job: &ChunkJob,
-        blob: &str,
-        stream: SourceStream,
-        blocks_of: BlockTag,
-        first_block: u64,
+        copying: Copying<'_>,
+        opened: (BlockRange, SourceStream),
     ) -> Result<Option<[u8; 32]>, TransferError> {
-        let block = self.settings.block_bytes;
-        let expected = stream.total_len - stream.offset;
-        let hasher = (self.settings.sha256 && stream.offset == 0)
-            .then(|| ChunkHasher::spawn(self.settings.parallel_blocks));
-        let blob: Arc<str> = Arc::from(blob);
-        // Blocks live on while in flight, queued for the hasher, or held for a retry; the
-        // pool keeps enough buffers for all of them.
-        let pool = BlockPool::new(block, self.settings.parallel_blocks * 2 + 2);
-        let mut body = stream.body;
-        let mut buf = pool.take();
-        let mut index = first_block;
-        let mut received: u64 = 0;
-        let mut inflight = tokio::task::JoinSet::new();
-        let mut finished = false;
-        while !finished {
-            let mut part = match body.next().await {
-                Some(Ok(part)) => part,
-                Some(Err(e)) => {
-                    // Let the blocks already on their way land: the next attempt resumes
-                    // after them instead of sending them again.
-                    while inflight.join_next().await.is_some() {}
-                    return Err(e);
-                }
-                None => {
-                    finished = true;
-                    Bytes::new()
-                }
+        let settings = self.settings;
+        let opened = Some(opened);
+        let readers = settings
+            .parallel_ranges
+            .min(copying.plan.ranges.len())
+            .max(1);
+        let blob: Arc<str> = Arc::from(copying.blob);
+        let shared = Shared {
+            copying: &copying,
+            queue: Mutex::new(Queue { next: 0, opened }),
+            hasher: settings.sha256.then(ChunkHasher::spawn),
+            pool: BlockPool::new(settings.block_bytes, settings.max_blocks_in_memory()),
+            window: (settings.parallel_ranges * settings.range_blocks()) as u64,
+        };
+        let (tx, rx) = mpsc::channel::<(u64, Bytes)>(1);
+        let readers = async {
+            let all = (0..readers).map(|_| self.read_ranges(&shared, tx.clone()));
+            let result = futures_util::future::try_join_all(all).await;
+            drop(tx);
+            result
+        };
+        let stager = stage_all(
+            self.store.clone(),
+            blob.clone(),
+            copying.blocks_of,
+            settings,
+            rx,
+        );
+        match tokio::join!(readers, stager) {
+            (_, Err(e)) | (Err(e), _) => return Err(e),
+            (Ok(_), Ok(())) => {}
+        }
+        let blocks = copying.layout.blocks();
+        match shared.hasher {
+            None => Ok(None),
+            Some(h) => match h.finish(blocks).await {
+                Some(digest) => Ok(Some(digest)),
+                None => Err(TransferError::Incomplete {
+                    blob: blob.to_string(),
+                    reason: "the chunk's hash missed blocks",
+                }),
+            },
+        }
+    }
+
+    /// One reader: takes ranges until none is left, cuts each into blocks, hands the blocks
+    /// to be staged (unless kept) and hashed.
+    async fn read_ranges(
+        &self,
+        shared: &Shared<'_>,
+        stager: mpsc::Sender<(u64, Bytes)>,
+    ) -> Result<(), TransferError> {
+        let Copying {
+            job,
+            media,
+            layout,
+            plan,
+            ..
+        } = shared.copying;
+        let mut hashed = shared.hasher.as_ref().map(ChunkHasher::hashed);
+        while let Some((range, opened)) = shared.next_range() {
+            let stream = match opened {
+                Some(stream) => stream,
+                None => self.reader.open(job, media, layout.bytes(range)).await?,
             };
-            received += part.len() as u64;
-            loop {
-                let take = part.len().min(block - buf.len());
-                buf.extend_from_slice(&part.split_to(take));
-                let full = buf.len() == block;
-                let last = finished && !buf.is_empty();
-                if !full && !last {
-                    break;
+            // Each range's answer must be of the same object, from where it was asked.
+            if stream.total_len != layout.total || stream.offset != range.first * layout.block {
+                return Err(TransferError::SizeMismatch {
+                    index: job.index,
+                    document_id: job.document_id.clone(),
+                    expected: layout.total,
+                    actual: stream.total_len,
+                });
+            }
+            let mut blocks = Blocks {
+                body: stream.body,
+                pending: Bytes::new(),
+                pool: &shared.pool,
+            };
+            for index in range.first..range.end {
+                if let Some(hashed) = &mut hashed {
+                    let window = shared.window;
+                    // The hasher ends only after every reader: an error here cannot happen.
+                    let _ = hashed.wait_for(|done| index < done + window).await;
                 }
-                let data = pool.freeze(std::mem::replace(&mut buf, pool.take()));
-                if let Some(h) = &hasher {
-                    h.feed(data.clone()).await;
+                let size = layout.size_of(index) as usize;
+                let Some(data) = blocks.next(size).await? else {
+                    return Err(TransferError::SizeMismatch {
+                        index: job.index,
+                        document_id: job.document_id.clone(),
+                        expected: layout.total,
+                        actual: index * layout.block,
+                    });
+                };
+                if !plan.kept[index as usize] && stager.send((index, data.clone())).await.is_err() {
+                    // The stager stopped on an error, which is the one reported.
+                    return Err(TransferError::Incomplete {
+                        blob: shared.copying.blob.to_string(),
+                        reason: "block staging stopped",
+                    });
                 }
-                while inflight.len() >= self.settings.parallel_blocks {
-                    if let Some(r) = inflight.join_next().await {
-                        staged(&blob, r)?;
-                    }
-                }
-                inflight.spawn(stage(
-                    self.store.clone(),
-                    blob.clone(),
-                    blocks_of.id(index as u32),
-                    data,
-                    self.settings.content_md5,
-                ));
-                index += 1;
-                if part.is_empty() {
-                    break;
+                if let Some(h) = &shared.hasher {
+                    h.feed(index, data);
                 }
             }
         }
-        while let Some(r) = inflight.join_next().await {
-            staged(&blob, r)?;
-        }
-        if received != expected {
-            return Err(TransferError::SizeMismatch {
-                index: job.index,
-                document_id: job.document_id.clone(),
-                expected: stream.total_len,
-                actual: stream.offset + received,
-            });
-        }
-        Ok(match hasher {
-            Some(h) => Some(h.finish().await),
-            None => None,
-        })
+        Ok(())
     }
+}
+
+/// A range's bytes cut into blocks.
+struct Blocks<'a> {
+    body: BoxStream<'static, Result<Bytes, TransferError>>,
+    pending: Bytes,
+    pool: &'a BlockPool,
+}
+
+impl Blocks<'_> {
+    /// The next `size` bytes, or `None` if the stream ends first. A network read that holds
+    /// the whole block is used as it is; otherwise reads are copied into a pooled buffer.
+    async fn next(&mut self, size: usize) -> Result<Option<Bytes>, TransferError> {
+        let mut buf: Option<Vec<u8>> = None;
+        loop {
+            if self.pending.is_empty() {
+                match self.body.next().await {
+                    Some(Ok(part)) => self.pending = part,
+                    Some(Err(e)) => return Err(e),
+                    None => return Ok(None),
+                }
+                continue;
+            }
+            if buf.is_none() && self.pending.len() >= size {
+                return Ok(Some(self.pending.split_to(size)));
+            }
+            let b = buf.get_or_insert_with(|| self.pool.take());
+            let take = (size - b.len()).min(self.pending.len());
+            b.extend_from_slice(&self.pending.split_to(take));
+            if b.len() == size {
+                return Ok(buf.take().map(|b| self.pool.freeze(b)));
+            }
+        }
+    }
+}
+
+/// Stages the blocks it is handed, `parallel_blocks` at a time, and waits for them all. On a
+/// failed Put Block it stops taking blocks; the ones already on their way still land, so the
+/// next attempt keeps them.
+async fn stage_all(
+    store: Arc<dyn BlockStore>,
+    blob: Arc<str>,
+    blocks_of: BlockTag,
+    settings: TransferSettings,
+    mut blocks: mpsc::Receiver<(u64, Bytes)>,
+) -> Result<(), TransferError> {
+    let mut inflight = tokio::task::JoinSet::new();
+    let mut failed = None;
+    'take: while let Some((index, data)) = blocks.recv().await {
+        while inflight.len() >= settings.parallel_blocks {
+            if let Some(Err(e)) = inflight.join_next().await.map(|r| staged(&blob, r)) {
+                failed = Some(e);
+                break 'take;
+            }
+        }
+        inflight.spawn(stage(
+            store.clone(),
+            blob.clone(),
+            blocks_of.id(index as u32),
+            data,
+            settings.content_md5,
+        ));
+    }
+    drop(blocks);
+    while let Some(r) = inflight.join_next().await {
+        if let Err(e) = staged(&blob, r) {
+            failed.get_or_insert(e);
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 /// Stages one block: its `Content-MD5` first when asked for (on a blocking thread: MD5 runs

@@ -14,10 +14,13 @@ use crate::recording::{BlobNames, ChunkJob, MediaFormat};
 /// How the media blob a record describes came to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Provenance {
-    /// This attempt copied it, starting at byte `resumed_from` (earlier attempts staged the
-    /// bytes before it), with the chunk's SHA-256 when it was computed.
+    /// This attempt copied it: `reused_bytes` of it in blocks earlier attempts staged,
+    /// wherever they sit, all blocks before `resumed_from` among them; with the chunk's
+    /// SHA-256 when it was computed (a resumed chunk's too: its staged blocks are read again
+    /// for the hash).
     Copied {
         resumed_from: u64,
+        reused_bytes: u64,
         sha256: Option<String>,
     },
     /// An earlier attempt committed it and a crash lost its record: what the blob's metadata
@@ -71,20 +74,17 @@ impl ArchiveRecord<'_> {
             provenance,
             started,
         } = self;
-        let (resumed_from, sha256) = match provenance {
+        let (resumed_from, reused_bytes, sha256) = match provenance {
             Provenance::Copied {
                 resumed_from,
+                reused_bytes,
                 sha256,
-            } => (Some(resumed_from), sha256),
-            Provenance::Found => (None, stored.recorded_sha256().map(str::to_string)),
+            } => (Some(resumed_from), Some(reused_bytes), sha256),
+            Provenance::Found => (None, None, stored.recorded_sha256().map(str::to_string)),
         };
-        let sha_note = match (&sha256, resumed_from) {
-            (Some(_), _) => None,
-            (None, Some(o)) if o > 0 => {
-                Some(format!("not computed: the transfer resumed at byte {o}"))
-            }
-            (None, _) => Some("not computed (TRANSFER_SHA256=false)".to_string()),
-        };
+        let sha_note = sha256
+            .is_none()
+            .then_some("not computed (TRANSFER_SHA256=false)");
         json!({
             "acsMetadata": acs_metadata,
             "archive": {
@@ -103,6 +103,8 @@ impl ArchiveRecord<'_> {
                 "sha256": sha256,
                 "sha256Note": sha_note,
                 "resumedFromByte": resumed_from,
+                "reusedStagedBytes": reused_bytes,
+                "parallelRanges": settings.parallel_ranges,
                 "blockBytes": settings.block_bytes,
                 "contentMd5PerBlock": settings.content_md5,
                 "startedAt": rfc3339(started.at),

@@ -7,7 +7,7 @@ use futures_util::stream::BoxStream;
 use url::Url;
 
 use super::TransferError;
-use crate::acs::{Deleted, UrlPolicy};
+use crate::acs::{ByteRange, Deleted, UrlPolicy};
 use crate::blob::BlockId;
 use crate::catalog::tags::BlobTags;
 use crate::recording::ChunkJob;
@@ -29,12 +29,12 @@ pub(crate) struct SourceStream {
 pub(crate) trait ChunkReader: Send + Sync {
     /// The checks every URL passes before it is requested.
     fn urls(&self) -> &UrlPolicy;
-    /// Opens the media from byte `offset`.
+    /// Opens `range` of the media.
     fn open<'a>(
         &'a self,
         job: &'a ChunkJob,
         media: &'a Url,
-        offset: u64,
+        range: ByteRange,
     ) -> BoxFuture<'a, Result<SourceStream, TransferError>>;
     /// Fetches the (small) metadata document.
     fn metadata<'a>(

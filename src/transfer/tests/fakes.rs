@@ -11,7 +11,7 @@ use url::Url;
 use super::super::{
     BlockStore, ChunkReader, Committed, SourceStream, StoredBlob, Transfer, TransferError,
 };
-use crate::acs::{AcsError, Deleted, TransportKind, UrlPolicy};
+use crate::acs::{AcsError, ByteRange, Deleted, TransportKind, UrlPolicy};
 use crate::blob::BlockId;
 use crate::catalog::tags::BlobTags;
 use crate::clock::SystemClock;
@@ -20,13 +20,18 @@ use crate::recording::{CallIds, ChunkJob, ChunkSource};
 use crate::storage::StorageError;
 use futures_util::future::BoxFuture;
 
-pub(super) const BLOCK: usize = 64 * 1024;
+/// 1 MiB: ranges are 4 MiB, so a few MiB of content make several ranges.
+pub(super) const BLOCK: usize = 1024 * 1024;
 
+/// `len` bytes of a pattern that repeats every 251 bytes, so no block equals another.
 pub(super) fn content(len: usize) -> Bytes {
-    (0..len)
-        .map(|i| (i * 31 % 251) as u8)
-        .collect::<Vec<_>>()
-        .into()
+    let period: Vec<u8> = (0..251).map(|i| (i * 31 % 251) as u8).collect();
+    let mut data = Vec::with_capacity(len + period.len());
+    while data.len() < len {
+        data.extend_from_slice(&period);
+    }
+    data.truncate(len);
+    data.into()
 }
 
 pub(super) fn job(format: Option<&str>) -> ChunkJob {
@@ -74,8 +79,9 @@ pub(super) fn ga_job(object: &str) -> ChunkJob {
 pub(super) struct FakeReader {
     pub(super) urls: UrlPolicy,
     pub(super) data: Bytes,
-    pub(super) fail_after: Mutex<Option<u64>>,
-    pub(super) opens: Mutex<Vec<u64>>,
+    pub(super) fail_after: Arc<Mutex<Option<u64>>>,
+    /// The ranges opened, as `(start, end)`.
+    pub(super) opens: Mutex<Vec<(u64, u64)>>,
     pub(super) metadata_reads: AtomicUsize,
     pub(super) content_type: Option<&'static str>,
     pub(super) deleted: Mutex<Vec<String>>,
@@ -90,7 +96,7 @@ impl FakeReader {
                 Vec::new(),
             ),
             data,
-            fail_after: Mutex::new(None),
+            fail_after: Arc::default(),
             opens: Mutex::default(),
             metadata_reads: AtomicUsize::new(0),
             content_type: None,
@@ -140,38 +146,43 @@ impl ChunkReader for FakeReader {
         &'a self,
         _job: &'a ChunkJob,
         _media: &'a Url,
-        offset: u64,
+        range: ByteRange,
     ) -> BoxFuture<'a, Result<SourceStream, TransferError>> {
-        self.opens.lock().unwrap().push(offset);
+        let len = self.data.len() as u64;
+        let (start, end) = (range.start, range.end.unwrap_or(len).min(len));
+        self.opens.lock().unwrap().push((start, end));
         if let Some(e) = self.not_found() {
             return Box::pin(async { Err(e) });
         }
-        let fail_after = self.fail_after.lock().unwrap().take();
-        let rest = self.data.slice(offset as usize..);
+        let fail_after = self.fail_after.clone();
+        let rest = self.data.slice(start.min(end) as usize..end as usize);
         let parts: Vec<Bytes> = rest.chunks(10_000).map(Bytes::copy_from_slice).collect();
-        let mut sent = offset;
+        let mut sent = start;
         let body = futures_util::stream::iter(parts.into_iter().map(move |p| {
             sent += p.len() as u64;
-            match fail_after {
-                Some(limit) if sent > limit => Err(TransferError::Download {
-                    index: 0,
-                    document_id: "doc-1".into(),
-                    source: Box::new(AcsError::Transport {
-                        host: "acs.test".into(),
-                        kind: TransportKind::Other,
-                        detail: "connection reset".into(),
-                        attempts: 1,
-                    }),
-                }),
+            let mut fail = fail_after.lock().unwrap();
+            match *fail {
+                Some(limit) if sent > limit => {
+                    *fail = None;
+                    Err(TransferError::Download {
+                        index: 0,
+                        document_id: "doc-1".into(),
+                        source: Box::new(AcsError::Transport {
+                            host: "acs.test".into(),
+                            kind: TransportKind::Other,
+                            detail: "connection reset".into(),
+                            attempts: 1,
+                        }),
+                    })
+                }
                 _ => Ok(p),
             }
         }));
-        let total_len = self.data.len() as u64;
         let content_type = self.content_type.map(str::to_string);
         Box::pin(async move {
             Ok(SourceStream {
-                total_len,
-                offset,
+                total_len: len,
+                offset: start,
                 content_type,
                 body: body.boxed(),
             })
@@ -373,6 +384,7 @@ pub(super) fn transfer(reader: Arc<FakeReader>, store: Arc<FakeStore>, sha256: b
     let settings = TransferSettings {
         block_bytes: BLOCK,
         parallel_blocks: 3,
+        parallel_ranges: 2,
         content_md5: true,
         sha256,
         delete_after_archive: true,

@@ -12,6 +12,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use super::blocks::BlockTag;
 use super::hash::hex;
 use super::origin::META_SIZE;
 use super::{TransferError, TransferReport};
@@ -78,19 +79,111 @@ async fn a_redelivery_finds_the_archive_and_copies_nothing() {
     );
 }
 
+/// The ranges `reader` was asked for, sorted, in blocks.
+fn opened_blocks(reader: &FakeReader) -> Vec<(u64, u64)> {
+    let b = BLOCK as u64;
+    let mut opens: Vec<_> = reader
+        .opens
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(start, end)| (start / b, end.div_ceil(b)))
+        .collect();
+    opens.sort();
+    opens
+}
+
+/// Stages `blocks` of `data` under `job`'s block ids, as a crashed attempt leaves them
+/// (`short` ones cut to half a block).
+fn stage_earlier(
+    store: &FakeStore,
+    reader: &FakeReader,
+    job: &ChunkJob,
+    data: &Bytes,
+    blocks: &[u64],
+    short: &[u64],
+) {
+    let source = reader
+        .urls
+        .check_chunk(&job.document_id, &job.source)
+        .unwrap()
+        .source;
+    let tag = BlockTag::of(&source);
+    let mut blobs = store.blobs.lock().unwrap();
+    let blob = blobs.entry(MEDIA.into()).or_default();
+    for &i in blocks.iter().chain(short) {
+        let start = i as usize * BLOCK;
+        let mut end = (start + BLOCK).min(data.len());
+        if short.contains(&i) {
+            end = start + BLOCK / 2;
+        }
+        blob.staged.insert(tag.id(i as u32), data.slice(start..end));
+    }
+}
+
 #[tokio::test]
-async fn an_interrupted_transfer_resumes_after_its_staged_blocks() {
-    let data = content(8 * BLOCK + 7);
+async fn a_resume_keeps_staged_blocks_wherever_they_sit_and_reads_only_the_gaps() {
+    let data = content(12 * BLOCK + 7);
     let store = Arc::new(FakeStore::default());
     let reader = FakeReader::new(data.clone());
-    *reader.fail_after.lock().unwrap() = Some((5 * BLOCK + BLOCK / 2) as u64);
-    let t = transfer(reader.clone(), store.clone(), true);
-    let err = t.archive(&job(Some("Mp4"))).await.unwrap_err();
-    assert_eq!(err.disposition(), Disposition::Retry);
-    let staged_before = store.stages.load(Ordering::SeqCst);
-    assert!(staged_before >= 5, "{staged_before}");
+    let j = job(Some("Mp4"));
+    // A crash left blocks 1, 2, 5, 6, 7 and the short last block 12 staged whole, and block
+    // 9 cut short.
+    stage_earlier(&store, &reader, &j, &data, &[1, 2, 5, 6, 7, 12], &[9]);
+    let report = transfer(reader.clone(), store.clone(), false)
+        .archive(&j)
+        .await
+        .unwrap();
+    assert_eq!(
+        opened_blocks(&reader),
+        vec![(0, 1), (3, 5), (8, 12)],
+        "only the missing blocks were read, in ranges of at most 4 blocks"
+    );
+    assert_eq!(
+        reader
+            .opens
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(s, e)| e - s)
+            .sum::<u64>(),
+        7 * BLOCK as u64,
+        "exactly the bytes of the seven missing blocks"
+    );
+    assert_eq!(
+        store.stages.load(Ordering::SeqCst),
+        7,
+        "blocks 0, 3, 4, 8-11"
+    );
+    assert_eq!(store.committed(MEDIA).unwrap().0, data);
+    let TransferReport::Archived { resumed_from, .. } = report else {
+        panic!("{report:?}")
+    };
+    assert_eq!(resumed_from, 0, "block 0 was missing");
+    let record: Value =
+        serde_json::from_slice(&store.committed(&format!("{MEDIA}.json")).unwrap().0).unwrap();
+    assert_eq!(record["archive"]["reusedStagedBytes"], 5 * BLOCK as u64 + 7);
+    assert_eq!(record["archive"]["sha256"], Value::Null);
+}
 
-    let report = t.archive(&job(Some("Mp4"))).await.unwrap();
+#[tokio::test]
+async fn a_resumed_chunk_reads_its_staged_blocks_again_for_the_hash_only() {
+    let data = content(12 * BLOCK + 7);
+    let store = Arc::new(FakeStore::default());
+    let reader = FakeReader::new(data.clone());
+    let j = job(Some("Mp4"));
+    stage_earlier(&store, &reader, &j, &data, &[0, 1, 2, 5, 6, 7, 12], &[9]);
+    let report = transfer(reader.clone(), store.clone(), true)
+        .archive(&j)
+        .await
+        .unwrap();
+    assert_eq!(
+        opened_blocks(&reader),
+        vec![(0, 4), (4, 8), (8, 12), (12, 13)],
+        "every block is read, in order of ranges"
+    );
+    assert_eq!(store.stages.load(Ordering::SeqCst), 6, "blocks 3, 4, 8-11");
+    let sha = hex(&Sha256::digest(&data));
     let TransferReport::Archived {
         resumed_from,
         sha256,
@@ -100,24 +193,89 @@ async fn an_interrupted_transfer_resumes_after_its_staged_blocks() {
         panic!("{report:?}")
     };
     assert_eq!(
-        resumed_from,
-        4 * BLOCK as u64,
-        "five blocks were staged; the last is sent again"
+        sha256,
+        Some(sha.clone()),
+        "a resumed chunk has its SHA-256 too"
     );
-    assert_eq!(sha256, None, "the hash of bytes not read again is unknown");
-    assert_eq!(*reader.opens.lock().unwrap(), vec![0, 4 * BLOCK as u64]);
-    assert_eq!(
-        store.stages.load(Ordering::SeqCst) - staged_before,
-        5,
-        "only blocks 4..=8 are uploaded again"
-    );
+    assert_eq!(resumed_from, 3 * BLOCK as u64);
     assert_eq!(store.committed(MEDIA).unwrap().0, data);
     let record: Value =
         serde_json::from_slice(&store.committed(&format!("{MEDIA}.json")).unwrap().0).unwrap();
-    assert!(record["archive"]["sha256Note"]
-        .as_str()
-        .unwrap()
-        .contains("resumed"));
+    assert_eq!(record["archive"]["sha256"], sha);
+}
+
+#[tokio::test]
+async fn an_interrupted_transfer_resumes_with_only_the_blocks_it_lacks() {
+    let data = content(20 * BLOCK + 7);
+    let store = Arc::new(FakeStore::default());
+    let reader = FakeReader::new(data.clone());
+    *reader.fail_after.lock().unwrap() = Some((9 * BLOCK + BLOCK / 2) as u64);
+    let t = transfer(reader.clone(), store.clone(), false);
+    let err = t.archive(&job(Some("Mp4"))).await.unwrap_err();
+    assert_eq!(err.disposition(), Disposition::Retry);
+    let staged_before = store.stages.load(Ordering::SeqCst);
+    let staged: Vec<u64> = {
+        let blobs = store.blobs.lock().unwrap();
+        let tag = {
+            let j = job(Some("Mp4"));
+            BlockTag::of(
+                &reader
+                    .urls
+                    .check_chunk(&j.document_id, &j.source)
+                    .unwrap()
+                    .source,
+            )
+        };
+        (0..21)
+            .filter(|i| blobs[MEDIA].staged.contains_key(&tag.id(*i as u32)))
+            .collect()
+    };
+    assert!(!staged.is_empty() && staged.len() < 21, "{staged:?}");
+    assert!(!staged.contains(&9), "the cut block was not staged");
+
+    reader.opens.lock().unwrap().clear();
+    t.archive(&job(Some("Mp4"))).await.unwrap();
+    let read: Vec<u64> = opened_blocks(&reader)
+        .into_iter()
+        .flat_map(|(first, end)| first..end)
+        .collect();
+    let missing: Vec<u64> = (0..21).filter(|i| !staged.contains(i)).collect();
+    assert_eq!(
+        read, missing,
+        "the second attempt read exactly the blocks not staged"
+    );
+    assert_eq!(
+        store.stages.load(Ordering::SeqCst) - staged_before,
+        missing.len(),
+        "and staged only those"
+    );
+    assert_eq!(store.committed(MEDIA).unwrap().0, data);
+}
+
+#[tokio::test]
+async fn one_range_at_a_time_reads_the_chunk_in_order() {
+    let data = content(9 * BLOCK + 1);
+    let store = Arc::new(FakeStore::default());
+    let reader = FakeReader::new(data.clone());
+    let mut t = transfer(reader.clone(), store.clone(), true);
+    t.settings.parallel_ranges = 1;
+    let report = t.archive(&job(Some("Mp4"))).await.unwrap();
+    assert_eq!(
+        *reader.opens.lock().unwrap(),
+        vec![
+            (0, 4 * BLOCK as u64),
+            (4 * BLOCK as u64, 8 * BLOCK as u64),
+            (8 * BLOCK as u64, data.len() as u64)
+        ]
+    );
+    assert!(matches!(
+        report,
+        TransferReport::Archived {
+            sha256: Some(_),
+            ..
+        }
+    ));
+    assert_eq!(store.committed(MEDIA).unwrap().0, data);
 }
 
 #[tokio::test]
@@ -377,9 +535,14 @@ async fn blocks_staged_from_another_source_are_not_reused() {
     let store = Arc::new(FakeStore::default());
     let reader = FakeReader::new(data.clone());
     *reader.fail_after.lock().unwrap() = Some((4 * BLOCK) as u64);
-    let t = transfer(reader.clone(), store.clone(), true);
+    let mut t = transfer(reader.clone(), store.clone(), true);
+    t.settings.parallel_ranges = 1;
     t.archive(&ga_job("first-object")).await.unwrap_err();
-    assert!(store.stages.load(Ordering::SeqCst) >= 3);
+    assert_eq!(
+        store.stages.load(Ordering::SeqCst),
+        4,
+        "the first range was staged"
+    );
     let report = t.archive(&ga_job("second-object")).await.unwrap();
     let TransferReport::Archived {
         resumed_from,
