@@ -94,7 +94,7 @@ impl QueueClient {
     /// A client for this queue's poison queue, `<queue>-poison`: where the Functions host
     /// moves a message after `maxDequeueCount` failures, and where a message that can never
     /// succeed is moved at once. It shares this client's transport and retry policy.
-    pub fn poison_queue(&self) -> QueueClient {
+    pub(crate) fn poison_queue(&self) -> QueueClient {
         QueueClient {
             queue: format!("{}-poison", self.queue),
             ..self.clone()
