@@ -1,19 +1,18 @@
 //! The archive as a catalog: every archived blob carries blob index tags ([`tags`]), so
 //! recordings are found by call, server call, recording or start date with Find Blobs by Tags
 //! instead of listing the container; a recording whose chunks are all archived gets a
-//! [`manifest`]; and the headers every archived blob is written with live in [`write`].
+//! [`manifest`]; and the headers every archived blob is written with live in [`mod@write`].
 //!
 //! [`find`] is the selection `archiver find` and `archiver verify` share: in goes a
 //! [`Selector`] (a call, server call, recording or start-date range); out come the recordings
-//! it matches, each
-//! with its chunks' blob names, sizes and SHA-256, and whether it is complete (its manifest
-//! exists, or every chunk's record does).
+//! it matches, each with its chunks' blob names, sizes and SHA-256, and whether it is complete
+//! (its manifest exists, or every chunk's record does).
 //!
 //! | file | job |
 //! |---|---|
 //! | [`tags`] | tag derivation and validation, `x-ms-tags`, `where` expressions (pure) |
 //! | [`manifest`] | the manifest model, its name, the notification message (pure) |
-//! | [`write`] | tier, encryption scope, WORM and tag headers for a commit (pure) |
+//! | [`mod@write`] | tier, encryption scope, WORM and tag headers for a commit (pure) |
 
 pub mod manifest;
 pub mod tags;

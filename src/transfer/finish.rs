@@ -26,7 +26,7 @@ use crate::blob::BlobClient;
 use crate::catalog::manifest::{self, Manifest, ManifestChunk, MAX_RECORD_BYTES};
 use crate::catalog::tags::{BlobKind, BlobTags};
 use crate::queue::QueueClient;
-use crate::recording::{BlobNames, ChunkJob, FormatHints, MediaFormat};
+use crate::recording::{BlobNames, ChunkJob};
 use futures_util::future::BoxFuture;
 
 /// How old a manifest without its notification marker must be before another finisher sends
@@ -177,21 +177,7 @@ impl Transfer {
         &self,
         sibling: &ChunkJob,
     ) -> Result<Option<(BlobNames, StoredBlob)>, TransferError> {
-        let hints = FormatHints {
-            event_format: sibling.format_type.as_deref(),
-            event_content: sibling.content_type.as_deref(),
-            ..FormatHints::default()
-        };
-        let formats = match MediaFormat::infer(hints) {
-            MediaFormat::UNKNOWN => vec![
-                MediaFormat::MP4,
-                MediaFormat::MP3,
-                MediaFormat::WAV,
-                MediaFormat::UNKNOWN,
-            ],
-            known => vec![known],
-        };
-        for format in formats {
+        for format in super::name_formats(sibling) {
             let names = sibling.blob_names(&self.template, format);
             if let Some(media) = self.store.properties(&names.media).await? {
                 let ours = media.is_complete()

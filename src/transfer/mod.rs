@@ -176,22 +176,8 @@ impl Transfer {
         chunk: &CheckedChunk,
     ) -> Result<Option<TransferReport>, TransferError> {
         let started = Started::now(&*self.clock);
-        // Without a format in the event, the name's extension comes from ACS: try each.
-        let event_format = FormatHints {
-            event_format: job.format_type.as_deref(),
-            ..FormatHints::default()
-        };
-        let formats = match MediaFormat::infer(event_format) {
-            MediaFormat::UNKNOWN => vec![
-                MediaFormat::MP4,
-                MediaFormat::MP3,
-                MediaFormat::WAV,
-                MediaFormat::UNKNOWN,
-            ],
-            known => vec![known],
-        };
         let expected = ArchiveSource::of(job, &chunk.source);
-        for format in formats {
+        for format in name_formats(job) {
             let names = job.blob_names(&self.template, format);
             let Some(existing) = self.store.properties(&names.media).await? else {
                 continue;
@@ -255,5 +241,23 @@ impl Transfer {
             .put_small(&names.record, body, "application/json", tags)
             .await
             .map(|_| ())
+    }
+}
+
+/// The formats `job`'s media blob may be named with: the event's, or, without one (the
+/// extension then came from ACS), each in turn.
+fn name_formats(job: &ChunkJob) -> Vec<MediaFormat> {
+    let event_format = FormatHints {
+        event_format: job.format_type.as_deref(),
+        ..FormatHints::default()
+    };
+    match MediaFormat::infer(event_format) {
+        MediaFormat::UNKNOWN => vec![
+            MediaFormat::MP4,
+            MediaFormat::MP3,
+            MediaFormat::WAV,
+            MediaFormat::UNKNOWN,
+        ],
+        known => vec![known],
     }
 }
