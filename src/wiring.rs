@@ -46,6 +46,13 @@ pub struct Clients {
     pub notify: Option<QueueClient>,
 }
 
+/// Makes ring the process's TLS crypto provider, which every HTTP client needs before it is
+/// built (reqwest is built without a provider of its own). Keeps one installed before.
+pub fn install_tls_provider() {
+    // An error only says that a provider is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Builds the clients. Fails, naming the setting, when ACS or storage settings are missing;
 /// `lookup` supplies the platform's managed-identity variables.
 pub fn build_clients(settings: &Settings, lookup: &impl Lookup) -> Result<Clients, ConfigError> {
@@ -122,6 +129,8 @@ fn storage_access<'a>(
     settings: &'a Settings,
     lookup: &impl Lookup,
 ) -> Result<(&'a StorageSettings, reqwest::Client, StorageAuth), ConfigError> {
+    // First of every client-building path (build_clients, archive_client).
+    install_tls_provider();
     let storage = settings.storage.as_ref().ok_or_else(|| {
         ConfigError::missing(RECORDINGS_STORAGE, "a storage connection string, a container SAS URL, or RECORDINGS_STORAGE__blobServiceUri with RECORDINGS_STORAGE__credential=managedidentity")
     })?;

@@ -11,6 +11,7 @@ use recording_archiver::wiring;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    wiring::install_tls_provider();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
