@@ -150,7 +150,7 @@ impl ChunkArchiver for Transfer {
 /// times into the poison queue. A queue failure is answered as the queue client classifies it:
 /// transient failures and our own storage setup (a refused credential, a missing queue) ask
 /// for redelivery (503), and nothing is acknowledged that was not enqueued.
-pub struct QueueIntake {
+pub(crate) struct QueueIntake {
     queue: QueueClient,
     urls: UrlPolicy,
 }
@@ -228,7 +228,7 @@ fn queue_message(queue: &QueueClient, job: &ChunkJob) -> Result<String, ArchiveE
 
 /// A webhook request as either front end received it.
 #[derive(Debug)]
-pub struct WebhookRequest {
+pub(crate) struct WebhookRequest {
     /// HTTP method.
     pub method: Method,
     /// Request headers.
@@ -239,7 +239,7 @@ pub struct WebhookRequest {
 
 /// What to answer.
 #[derive(Debug, Clone, PartialEq)]
-pub struct WebhookResponse {
+pub(crate) struct WebhookResponse {
     /// HTTP status.
     pub status: u16,
     /// Extra headers.
@@ -258,12 +258,12 @@ impl WebhookResponse {
     }
 
     /// The answer to a whole-delivery error.
-    pub fn from_delivery_error(e: &DeliveryError) -> Self {
+    pub(crate) fn from_delivery_error(e: &DeliveryError) -> Self {
         WebhookResponse::json(e.status(), json!({ "error": e.to_string() }))
     }
 
     /// 405, naming the allowed methods.
-    pub fn method_not_allowed(method: &Method) -> Self {
+    pub(crate) fn method_not_allowed(method: &Method) -> Self {
         let mut r = WebhookResponse::json(
             405,
             json!({ "error": format!("method {method} is not allowed: Event Grid delivers with POST and checks CloudEvents endpoints with OPTIONS") }),
@@ -273,13 +273,13 @@ impl WebhookResponse {
     }
 
     /// Serialises the body, if any.
-    pub fn body_text(&self) -> String {
+    pub(crate) fn body_text(&self) -> String {
         self.body.as_ref().map(Value::to_string).unwrap_or_default()
     }
 
     /// The HTTP response both front ends send: status, extra headers, and the JSON body with
     /// its content type.
-    pub fn into_http(self) -> http::Response<String> {
+    pub(crate) fn into_http(self) -> http::Response<String> {
         let mut builder = http::Response::builder().status(self.status);
         if self.body.is_some() {
             builder = builder.header(
@@ -300,7 +300,7 @@ impl WebhookResponse {
 
 /// Chunks handed to the archiver at once, per delivery. A batch may hold up to 5000 events;
 /// this bounds the connections and memory one delivery can take.
-pub const DEFAULT_SUBMIT_CONCURRENCY: usize = 16;
+pub(crate) const DEFAULT_SUBMIT_CONCURRENCY: usize = 16;
 
 /// Most rejected events and failed chunks listed in an answer or a report; the others are
 /// counted (and each is logged), so an answer stays small whatever the delivery held.
@@ -348,7 +348,7 @@ impl App {
     }
 
     /// Handles one request to the webhook.
-    pub async fn handle_webhook(&self, req: WebhookRequest) -> WebhookResponse {
+    pub(crate) async fn handle_webhook(&self, req: WebhookRequest) -> WebhookResponse {
         match req.method {
             Method::OPTIONS => handshake(&req.headers),
             Method::POST => self.handle_delivery(&req.headers, &req.body).await,
@@ -399,7 +399,7 @@ impl App {
     }
 
     /// Archives `jobs` with the transfer pipeline.
-    pub async fn archive_jobs(&self, jobs: Vec<ChunkJob>) -> Submitted {
+    pub(crate) async fn archive_jobs(&self, jobs: Vec<ChunkJob>) -> Submitted {
         submit(
             self.transfer.as_ref(),
             Box::new(jobs.into_iter()),
@@ -413,7 +413,7 @@ impl App {
     /// succeed (unreadable, refused by the checks, or every failed chunk failed for good) and
     /// has been moved to the poison queue with its reason logged. On any failure that may
     /// pass, the queue keeps the message and retries it.
-    pub async fn handle_transfer_message(
+    pub(crate) async fn handle_transfer_message(
         &self,
         text: &str,
         message_id: &str,
@@ -495,7 +495,7 @@ impl App {
 
 /// The result of one transfer queue message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransferAnswer {
+pub(crate) struct TransferAnswer {
     /// The message may be deleted: every chunk is archived, or the message can never succeed
     /// and was moved to the poison queue.
     pub finished: bool,
@@ -523,7 +523,7 @@ pub struct Submitted {
 
 impl Submitted {
     /// Whether any chunk was handed over (archived, found archived, or enqueued).
-    pub fn handed_over(&self) -> usize {
+    pub(crate) fn handed_over(&self) -> usize {
         self.archived + self.already_archived + self.enqueued
     }
 }
@@ -653,7 +653,7 @@ struct JobProbe<'a> {
 
 /// One item of a transfer message or replayed file: a job, or an event (see
 /// [`parse_transfer_message`]).
-pub fn parse_transfer_item(item: &RawValue) -> Result<Vec<ChunkJob>, String> {
+pub(crate) fn parse_transfer_item(item: &RawValue) -> Result<Vec<ChunkJob>, String> {
     let probe = json::object::<JobProbe<'_>>(item).ok();
     if probe.is_some_and(|p| p.document_id.is_some() && p.source.is_some()) {
         let job: ChunkJob =

@@ -19,13 +19,13 @@ use crate::json;
 
 /// Most events one delivery may hold: Event Grid's largest batch (`maxEventsPerBatch` is 1 to
 /// 5000). A longer array cannot come from Event Grid and is refused before it is read whole.
-pub const MAX_EVENTS_PER_DELIVERY: usize = 5000;
+pub(crate) const MAX_EVENTS_PER_DELIVERY: usize = 5000;
 
 /// Event type of the Event Grid schema's subscription validation handshake.
-pub const VALIDATION_EVENT: &str = "Microsoft.EventGrid.SubscriptionValidationEvent";
+pub(crate) const VALIDATION_EVENT: &str = "Microsoft.EventGrid.SubscriptionValidationEvent";
 /// Event type sent when a subscription is deleted (`SubscriptionDeletedEventData` in the Event
 /// Grid SDKs' system-event lists).
-pub const DELETION_EVENT: &str = "Microsoft.EventGrid.SubscriptionDeletedEvent";
+pub(crate) const DELETION_EVENT: &str = "Microsoft.EventGrid.SubscriptionDeletedEvent";
 
 /// Which schema an event is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub enum Schema {
 
 /// What the `Content-Type` of a delivery announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaType {
+pub(crate) enum MediaType {
     /// `application/json` (Event Grid schema; also tolerated for CloudEvents).
     Json,
     /// `application/cloudevents+json`: one structured CloudEvent.
@@ -94,7 +94,7 @@ impl DeliveryError {
 
 /// Reads the media type from a `Content-Type` header value. A missing header is read as JSON:
 /// Event Grid always sends one, and refusing a body we can read would lose events.
-pub fn media_type(content_type: Option<&str>) -> Result<MediaType, DeliveryError> {
+pub(crate) fn media_type(content_type: Option<&str>) -> Result<MediaType, DeliveryError> {
     let Some(raw) = content_type else {
         return Ok(MediaType::Json);
     };
@@ -315,7 +315,7 @@ pub enum EventKind<'a> {
 /// The CloudEvents abuse-protection handshake (`OPTIONS` with `WebHook-Request-Origin`): the
 /// headers that grant the origin permission to deliver. `None` when the request carries no
 /// origin, which means it is not a handshake (the answer then grants nothing).
-pub fn abuse_protection_grant(
+pub(crate) fn abuse_protection_grant(
     origin: Option<&str>,
     requested_rate: Option<&str>,
 ) -> Option<Vec<(&'static str, String)>> {

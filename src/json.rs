@@ -25,7 +25,7 @@ pub fn kind(raw: &RawValue) -> &'static str {
 }
 
 /// Whether `raw` is an object.
-pub fn is_object(raw: &RawValue) -> bool {
+pub(crate) fn is_object(raw: &RawValue) -> bool {
     raw.get().trim_start().starts_with('{')
 }
 
@@ -55,7 +55,7 @@ pub fn text(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
 }
 
 /// A non-negative integer field, `None` when absent or anything else.
-pub fn unsigned(raw: Option<&RawValue>) -> Option<u64> {
+pub(crate) fn unsigned(raw: Option<&RawValue>) -> Option<u64> {
     serde_json::from_str(raw?.get()).ok()
 }
 

@@ -16,7 +16,7 @@ use crate::config::naming::{BlobNameTemplate, Part, Placeholder};
 use crate::json;
 
 /// The event type this app archives.
-pub const RECORDING_EVENT_TYPE: &str = "Microsoft.Communication.RecordingFileStatusUpdated";
+pub(crate) const RECORDING_EVENT_TYPE: &str = "Microsoft.Communication.RecordingFileStatusUpdated";
 
 /// Most chunks one event may list; an event listing more is rejected like any malformed event.
 /// ACS cuts a chunk at 4 h or 1.5 GB, so 1,000 chunks is more than five months of one call or
@@ -26,11 +26,11 @@ pub const MAX_CHUNKS_PER_EVENT: usize = 1000;
 /// Longest location URL accepted. ACS locations are about 120 bytes; servers, proxies and
 /// HTTP clients refuse URIs of a few KiB, so a longer one can never be fetched and is refused
 /// at once instead of being retried.
-pub const MAX_URL_BYTES: usize = 2048;
+pub(crate) const MAX_URL_BYTES: usize = 2048;
 
 /// Longest id or event string kept (event id, call ids, times, type names). ACS ids are under
 /// 100 bytes; longer ones are refused rather than copied into every job and blob record.
-pub const MAX_ID_BYTES: usize = 512;
+pub(crate) const MAX_ID_BYTES: usize = 512;
 
 /// Where a chunk's media and metadata are fetched from.
 // One per chunk, and at most a delivery's concurrency of them live at once: the size gap to
@@ -80,7 +80,7 @@ impl CallIds {
     /// Reads the ids out of a subject in either published shape. A value runs up to the next
     /// key, so a server call id holding `/` (base64) stays whole. Unknown shapes, and values
     /// longer than [`MAX_SUBJECT_ID`], give empty ids, never an error.
-    pub fn from_subject(subject: Option<&str>) -> CallIds {
+    pub(crate) fn from_subject(subject: Option<&str>) -> CallIds {
         let mut ids = CallIds::default();
         let Some(subject) = subject else { return ids };
         let key_of = |part: &str| {
@@ -221,7 +221,7 @@ pub struct SiblingChunk {
 
 impl ChunkJob {
     /// The job a sibling chunk would have: the same recording, its own id, index and source.
-    pub fn for_sibling(&self, sibling: &SiblingChunk) -> ChunkJob {
+    pub(crate) fn for_sibling(&self, sibling: &SiblingChunk) -> ChunkJob {
         ChunkJob {
             document_id: sibling.document_id.clone(),
             index: sibling.index,
@@ -598,17 +598,17 @@ impl MediaFormat {
         content_type: "video/mp4",
     };
     /// MP3 audio.
-    pub const MP3: MediaFormat = MediaFormat {
+    pub(crate) const MP3: MediaFormat = MediaFormat {
         ext: "mp3",
         content_type: "audio/mpeg",
     };
     /// WAV audio.
-    pub const WAV: MediaFormat = MediaFormat {
+    pub(crate) const WAV: MediaFormat = MediaFormat {
         ext: "wav",
         content_type: "audio/wav",
     };
     /// Anything we cannot tell.
-    pub const UNKNOWN: MediaFormat = MediaFormat {
+    pub(crate) const UNKNOWN: MediaFormat = MediaFormat {
         ext: "bin",
         content_type: "application/octet-stream",
     };

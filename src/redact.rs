@@ -12,16 +12,16 @@ use serde_json::Value;
 
 /// Longest identifier logged (event ids, document ids, invocation ids, paths, event types):
 /// real ones are GUIDs or short base64 strings, far below this.
-pub const MAX_ID_CHARS: usize = 128;
+pub(crate) const MAX_ID_CHARS: usize = 128;
 
 /// Longest rejected event logged: enough to recognise it and replay it from the sender's copy.
-pub const MAX_EVENT_CHARS: usize = 2048;
+pub(crate) const MAX_EVENT_CHARS: usize = 2048;
 
 /// Longest reason or error message logged.
-pub const MAX_REASON_CHARS: usize = 512;
+pub(crate) const MAX_REASON_CHARS: usize = 512;
 
 /// `s` cut to at most `max` characters, saying how much was left out.
-pub fn clip(s: &str, max: usize) -> Cow<'_, str> {
+pub(crate) fn clip(s: &str, max: usize) -> Cow<'_, str> {
     match s.char_indices().nth(max) {
         None => Cow::Borrowed(s),
         Some((cut, _)) => Cow::Owned(format!("{}…(+{} bytes)", &s[..cut], s.len() - cut)),
@@ -75,11 +75,11 @@ pub fn event(raw: &Value) -> String {
 
 /// Largest rejected event read into a tree to be shown by [`event`]: a tree costs many times
 /// its text, so a larger event is shown by its size only (its id and reason are logged too).
-pub const MAX_PARSED_EVENT_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_PARSED_EVENT_BYTES: usize = 16 * 1024;
 
 /// A rejected event as received (raw JSON) as one bounded log field: as [`event`] when it is
 /// at most [`MAX_PARSED_EVENT_BYTES`], otherwise its size.
-pub fn raw_event(raw: &serde_json::value::RawValue) -> String {
+pub(crate) fn raw_event(raw: &serde_json::value::RawValue) -> String {
     let text = raw.get();
     let small = (text.len() <= MAX_PARSED_EVENT_BYTES)
         .then(|| serde_json::from_str::<Value>(text).ok())

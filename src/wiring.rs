@@ -22,7 +22,7 @@ use crate::transfer::{AcsChunkReader, BlobBlockStore, QueueNotifier, Transfer};
 
 /// Retries for the webhook's Put Message: Event Grid waits 30 s for the answer, so give up
 /// well before and answer 503 (Event Grid then redelivers) rather than time out.
-pub const ENQUEUE_RETRY: RetryPolicy = RetryPolicy {
+pub(crate) const ENQUEUE_RETRY: RetryPolicy = RetryPolicy {
     max_attempts: 3,
     deadline: std::time::Duration::from_secs(10),
     base_delay: std::time::Duration::from_millis(100),
@@ -30,7 +30,7 @@ pub const ENQUEUE_RETRY: RetryPolicy = RetryPolicy {
 };
 
 /// The resource Storage tokens are asked for.
-pub const STORAGE_RESOURCE: &str = "https://storage.azure.com/";
+pub(crate) const STORAGE_RESOURCE: &str = "https://storage.azure.com/";
 
 /// The remote clients, built from settings.
 #[derive(Debug, Clone)]

@@ -17,11 +17,11 @@ use super::{ConfigError, Lookup, Secret};
 /// The connection string from the portal's *Keys* blade.
 pub const ACS_CONNECTION_STRING: &str = "ACS_CONNECTION_STRING";
 /// The resource endpoint, for managed-identity authentication.
-pub const ACS_ENDPOINT: &str = "ACS_ENDPOINT";
+pub(crate) const ACS_ENDPOINT: &str = "ACS_ENDPOINT";
 /// `managedidentity`: authenticate with the app's managed identity instead of a key.
-pub const ACS_CREDENTIAL: &str = "ACS_CREDENTIAL";
+pub(crate) const ACS_CREDENTIAL: &str = "ACS_CREDENTIAL";
 /// Client id of a user-assigned managed identity (omit for the system-assigned one).
-pub const ACS_CLIENT_ID: &str = "ACS_CLIENT_ID";
+pub(crate) const ACS_CLIENT_ID: &str = "ACS_CLIENT_ID";
 
 /// How we reach and authenticate to Azure Communication Services.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,7 +17,7 @@ pub const WEBHOOK_KEYS: &str = "WEBHOOK_KEYS";
 pub const WEBHOOK_ALLOW_ANONYMOUS: &str = "WEBHOOK_ALLOW_ANONYMOUS";
 
 /// Shortest key accepted: a guessable key is no key (Functions' own keys are 56 characters).
-pub const MIN_KEY_CHARS: usize = 16;
+pub(crate) const MIN_KEY_CHARS: usize = 16;
 
 /// What the handler's HTTP server grants one client. The handler listens on loopback for the
 /// Functions host, but every byte it reads came from the network, so a client that stalls must
@@ -28,17 +28,17 @@ pub struct ServerLimits {
     /// accepted, or done with the previous one) until its head is complete; the connection is
     /// closed after it. It bounds slow headers and idle keep-alive connections alike (hyper
     /// runs one timer for both). Default 30 s, hyper's own default.
-    pub header_timeout: Duration,
+    pub(crate) header_timeout: Duration,
     /// `HTTP_BODY_TIMEOUT_SECS`: from the head until the whole body is read; after it the
     /// request is answered 408 and the connection closed. Default 30 s: Event Grid stops
     /// waiting for an answer after 30 s anyway, and the host forwards over loopback.
-    pub body_timeout: Duration,
+    pub(crate) body_timeout: Duration,
     /// `HTTP_MAX_CONNECTIONS`: connections served at once; more wait in the listen backlog
     /// until one closes. Each holds at most one body (`WEBHOOK_MAX_BODY_BYTES`) plus read
     /// buffers, so memory held by stalled clients is bounded by this, whatever their number
     /// (measured: about 3.6 MB each with 2 MiB bodies). The host runs at most
     /// 6 queue invocations at once (host.json) next to Event Grid's deliveries.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
 }
 
 impl Default for ServerLimits {
@@ -88,7 +88,7 @@ pub struct WebhookKeys {
     /// The keys; empty when unset.
     pub keys: Vec<Secret<String>>,
     /// `WEBHOOK_ALLOW_ANONYMOUS`.
-    pub allow_anonymous: bool,
+    pub(crate) allow_anonymous: bool,
 }
 
 impl WebhookKeys {

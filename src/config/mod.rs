@@ -50,9 +50,9 @@ pub const DELETE_AFTER_ARCHIVE: &str = "DELETE_AFTER_ARCHIVE";
 pub const LOG_FORMAT: &str = "LOG_FORMAT";
 
 /// Default container name.
-pub const DEFAULT_CONTAINER: &str = "recordings";
+pub(crate) const DEFAULT_CONTAINER: &str = "recordings";
 /// Default transfer queue name.
-pub const DEFAULT_TRANSFER_QUEUE: &str = "recording-transfers";
+pub(crate) const DEFAULT_TRANSFER_QUEUE: &str = "recording-transfers";
 /// Event Grid sends at most about 1 MB per delivery (a batch stops growing at its preferred size,
 /// at most 1024 KB, and a single event is at most 1 MB). Twice that leaves room for JSON escaping
 /// and for whatever the Functions host adds, while still refusing absurd bodies.
@@ -90,7 +90,7 @@ pub struct TransferSettings {
     /// `DELETE_AFTER_ARCHIVE`: once every chunk of a recording is committed with its size
     /// verified, send the signed DELETE to each chunk's `deleteLocation` (GA events), so the
     /// recording does not wait out ACS's 24 h retention. Never on a partial archive. Default off.
-    pub delete_after_archive: bool,
+    pub(crate) delete_after_archive: bool,
 }
 
 impl Default for TransferSettings {
@@ -107,9 +107,9 @@ impl Default for TransferSettings {
 }
 
 /// Smallest block accepted (tests use small blocks; production wants MiBs).
-pub const MIN_BLOCK_BYTES: usize = 64 * 1024;
+pub(crate) const MIN_BLOCK_BYTES: usize = 64 * 1024;
 /// Largest block accepted: memory per chunk grows with it.
-pub const MAX_BLOCK_BYTES: usize = 100 * 1024 * 1024;
+pub(crate) const MAX_BLOCK_BYTES: usize = 100 * 1024 * 1024;
 
 /// Bytes a ranged read asks for at least: each range is a whole number of blocks, and this
 /// many bytes keep a request's round trip small against its transfer time.
@@ -338,7 +338,7 @@ pub struct Settings {
     /// `ARCHIVE_MODE`.
     pub archive_mode: ArchiveMode,
     /// `TRANSFER_QUEUE`.
-    pub transfer_queue: String,
+    pub(crate) transfer_queue: String,
     /// `TRANSFER_MESSAGE_ENCODING`.
     pub message_encoding: MessageEncoding,
     /// `ACS_EXTRA_ALLOWED_HOSTS`: extra download hosts, for local emulators only.
@@ -346,7 +346,7 @@ pub struct Settings {
     /// `WEBHOOK_MAX_BODY_BYTES`.
     pub max_body_bytes: usize,
     /// `BLOB_NAME_TEMPLATE`.
-    pub blob_name_template: BlobNameTemplate,
+    pub(crate) blob_name_template: BlobNameTemplate,
     /// `TRANSFER_*`.
     pub transfer: TransferSettings,
     /// Tier, encryption scope, WORM and `ARCHIVED_NOTIFY_QUEUE`.

@@ -11,7 +11,7 @@ pub const BLOB_NAME_TEMPLATE: &str = "BLOB_NAME_TEMPLATE";
 /// The default: a folder per day and call, chunks in index order, the document id kept for
 /// tracing back to ACS. E.g.
 /// `2026/11/24/6c1f0e3a-8a44-4c2b-9b0e-5f6d7e8f9a0b/000-0-wus-d10-1111.mp4`.
-pub const DEFAULT_BLOB_NAME_TEMPLATE: &str =
+pub(crate) const DEFAULT_BLOB_NAME_TEMPLATE: &str =
     "{year}/{month}/{day}/{callId}/{index}-{documentId}.{ext}";
 
 /// One value a template can insert.

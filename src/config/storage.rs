@@ -37,20 +37,20 @@ use super::{
 };
 
 /// The Functions host's fallback name for the `RECORDINGS_STORAGE` connection.
-pub const AZURE_WEBJOBS_RECORDINGS_STORAGE: &str = "AzureWebJobsRECORDINGS_STORAGE";
+pub(crate) const AZURE_WEBJOBS_RECORDINGS_STORAGE: &str = "AzureWebJobsRECORDINGS_STORAGE";
 /// Identity-based form: the Blob service URL, e.g. `https://acct.blob.core.windows.net`.
-pub const BLOB_SERVICE_URI: &str = "RECORDINGS_STORAGE__blobServiceUri";
+pub(crate) const BLOB_SERVICE_URI: &str = "RECORDINGS_STORAGE__blobServiceUri";
 /// The single-service Functions spelling: the *Queue* service to the host. Refused.
-pub const SERVICE_URI: &str = "RECORDINGS_STORAGE__serviceUri";
+pub(crate) const SERVICE_URI: &str = "RECORDINGS_STORAGE__serviceUri";
 /// Identity-based form: the Queue service URL, for the queue trigger and `ARCHIVE_MODE=queue`.
-pub const QUEUE_SERVICE_URI: &str = "RECORDINGS_STORAGE__queueServiceUri";
+pub(crate) const QUEUE_SERVICE_URI: &str = "RECORDINGS_STORAGE__queueServiceUri";
 /// Identity-based form: the account name; Blob and Queue URLs are derived in the public cloud.
 /// The host's Storage extension takes it before any service URL.
-pub const ACCOUNT_NAME: &str = "RECORDINGS_STORAGE__accountName";
+pub(crate) const ACCOUNT_NAME: &str = "RECORDINGS_STORAGE__accountName";
 /// Identity-based form: `managedidentity` (the only credential supported; also the default).
-pub const CREDENTIAL: &str = "RECORDINGS_STORAGE__credential";
+pub(crate) const CREDENTIAL: &str = "RECORDINGS_STORAGE__credential";
 /// Identity-based form: client id of a user-assigned managed identity.
-pub const CLIENT_ID: &str = "RECORDINGS_STORAGE__clientId";
+pub(crate) const CLIENT_ID: &str = "RECORDINGS_STORAGE__clientId";
 /// Identity-based form: a service principal secret. Refused: use a managed identity.
 const CLIENT_SECRET: &str = "RECORDINGS_STORAGE__clientSecret";
 
@@ -81,9 +81,9 @@ pub struct StorageSettings {
     /// The storage account name, when known.
     pub account: Option<String>,
     /// How requests are authorized; the same for Blob and Queue.
-    pub credential: StorageCredential,
+    pub(crate) credential: StorageCredential,
     /// The container a container SAS URL names: that SAS grants nothing else.
-    pub sas_container: Option<String>,
+    pub(crate) sas_container: Option<String>,
     /// The setting these values came from, for later error messages.
     pub source: &'static str,
     /// Which of the three forms the settings took.
@@ -124,7 +124,7 @@ impl StorageSettings {
     /// The Queue endpoint, or an error naming what to set. Queue mode needs it, and so does the
     /// Functions host in every mode: it binds `RecordingTransfer`'s queue trigger to this same
     /// connection, reading a plain value as a connection string.
-    pub fn require_queue_endpoint(&self) -> Result<&Url, ConfigError> {
+    pub(crate) fn require_queue_endpoint(&self) -> Result<&Url, ConfigError> {
         self.queue_endpoint.as_ref().ok_or_else(|| {
             if self.source == BLOB_SERVICE_URI {
                 return ConfigError::missing(
@@ -155,7 +155,7 @@ impl StorageSettings {
 
     /// Checks that `container` is reachable with these settings: a container SAS URL grants
     /// only the container it names.
-    pub fn check_container(&self, container: &str) -> Result<(), ConfigError> {
+    pub(crate) fn check_container(&self, container: &str) -> Result<(), ConfigError> {
         match &self.sas_container {
             Some(granted) if granted != container => Err(ConfigError::malformed(
                 RECORDINGS_CONTAINER,

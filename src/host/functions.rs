@@ -22,9 +22,9 @@ use crate::host::invocation::{Invocation, InvocationResponse};
 use crate::redact;
 
 /// The route the host forwards `RecordingWebhook` requests to (`routePrefix` "api").
-pub const WEBHOOK_PATH: &str = "/api/recordingwebhook";
+pub(crate) const WEBHOOK_PATH: &str = "/api/recordingwebhook";
 /// The route the host invokes `RecordingTransfer` (queue trigger) on, with the envelope.
-pub const TRANSFER_PATH: &str = "/recordingtransfer";
+pub(crate) const TRANSFER_PATH: &str = "/recordingtransfer";
 
 /// Largest invocation envelope read: a queue message is at most 64 KiB, base64 and JSON
 /// encoding at most double that, plus the metadata.
@@ -36,7 +36,7 @@ const MAX_INVOCATION_BYTES: usize = 512 * 1024;
 /// forwarding host turns that into a retried 5xx instead of a dropped 413. Draining costs
 /// time, bounded by the body timeout, not memory. Past this the 413 is sent and the
 /// connection closed at once.
-pub const MAX_DRAIN_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_DRAIN_BYTES: usize = 64 * 1024 * 1024;
 
 /// The warp filter serving every route of the handler; a request body must arrive within
 /// `body_timeout`.
@@ -148,7 +148,7 @@ where
 }
 
 /// The binding name of the `RecordingTransfer` queue trigger (RecordingTransfer/function.json).
-pub const TRANSFER_BINDING: &str = "job";
+pub(crate) const TRANSFER_BINDING: &str = "job";
 
 /// One `RecordingTransfer` invocation: the envelope in, the envelope out. A failed transfer
 /// answers 500, which fails the invocation: the host makes the message visible again after

@@ -50,7 +50,7 @@ impl Invocation {
 
     /// The text of the trigger value bound as `binding` (see the module docs for the double
     /// encoding). An object value is returned as its JSON text.
-    pub fn trigger_text(&self, binding: &str) -> Result<String, EnvelopeError> {
+    pub(crate) fn trigger_text(&self, binding: &str) -> Result<String, EnvelopeError> {
         let value = self
             .data
             .iter()
@@ -85,7 +85,7 @@ impl Invocation {
 
 /// The text of a trigger value: a plain string, a string holding a JSON string (doubly
 /// encoded), or an object (returned as its JSON text).
-pub fn trigger_text(value: &Value) -> String {
+pub(crate) fn trigger_text(value: &Value) -> String {
     match value {
         Value::String(s) => match serde_json::from_str::<Value>(s) {
             Ok(Value::String(inner)) => inner,
@@ -98,16 +98,16 @@ pub fn trigger_text(value: &Value) -> String {
 /// The answer to an invocation.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct InvocationResponse {
+pub(crate) struct InvocationResponse {
     /// Output bindings (none here).
-    pub outputs: Map<String, Value>,
+    pub(crate) outputs: Map<String, Value>,
     /// Lines the host copies into its own log for this invocation, on a 2xx answer only: the
     /// host calls `EnsureSuccessStatusCode()` before it reads the body
     /// (`DefaultHttpWorkerService.ProcessDefaultInvocationRequest`), so whatever a failure
     /// answer says must also be logged on stderr, which is where the host sees it.
     pub logs: Vec<String>,
     /// The `$return` binding's value (unused: `null`).
-    pub return_value: Value,
+    pub(crate) return_value: Value,
 }
 
 #[cfg(test)]
