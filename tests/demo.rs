@@ -11,6 +11,7 @@ fn options(chunk_sizes: Vec<u64>) -> DemoOptions {
     DemoOptions {
         chunk_sizes,
         timeout: Duration::from_secs(60),
+        archiver: Some(PathBuf::from(env!("CARGO_BIN_EXE_archiver"))),
         ..DemoOptions::new(
             PathBuf::from(env!("CARGO_MANIFEST_DIR")),
             PathBuf::from(env!("CARGO_BIN_EXE_handler")),

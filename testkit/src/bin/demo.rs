@@ -1,8 +1,8 @@
 //! The local demo as a program (`scripts/demo` builds and runs it):
 //!
 //! ```text
-//! demo [--handler PATH] [--app-root DIR] [--sizes 120M,30M,5M] [--timeout SECS]
-//!      [--withhold-chunk N] [--verbose]
+//! demo [--handler PATH] [--archiver PATH] [--app-root DIR] [--sizes 120M,30M,5M]
+//!      [--timeout SECS] [--withhold-chunk N] [--verbose]
 //! ```
 //!
 //! Archives one emulated ACS recording through the real handler into Azurite and checks it;
@@ -17,22 +17,26 @@ use std::time::Duration;
 use archiver_testkit::demo::{self, DemoError, DemoOptions};
 use tokio::signal::unix::{signal, SignalKind};
 
-const USAGE: &str = "usage: demo [--handler PATH] [--app-root DIR] [--sizes 120M,30M,5M] \
-[--timeout SECS] [--withhold-chunk N] [--verbose]";
+const USAGE: &str = "usage: demo [--handler PATH] [--archiver PATH] [--app-root DIR] \
+[--sizes 120M,30M,5M] [--timeout SECS] [--withhold-chunk N] [--verbose]";
 
 /// The options, with defaults that work from a `cargo build` in this repository: the app root
 /// is the repository, the handler the one built next to this program.
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<DemoOptions, String> {
     let app_root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-    let handler = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("handler")))
-        .unwrap_or_else(|| PathBuf::from("handler"));
-    let mut options = DemoOptions::new(app_root, handler);
+    let beside = |name: &str| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
+            .unwrap_or_else(|| PathBuf::from(name))
+    };
+    let mut options = DemoOptions::new(app_root, beside("handler"));
+    options.archiver = Some(beside("archiver"));
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--handler" => options.handler = PathBuf::from(value()?),
+            "--archiver" => options.archiver = Some(PathBuf::from(value()?)),
             "--app-root" => options.app_root = PathBuf::from(value()?),
             "--sizes" => options.chunk_sizes = demo::parse_sizes(&value()?)?,
             "--timeout" => {

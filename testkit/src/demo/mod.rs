@@ -7,8 +7,9 @@
 //! Event Grid: the subscription validation handshake, then one GA
 //! `RecordingFileStatusUpdated` event, both through the host's front end. It waits (bounded)
 //! for `RecordingTransfer` to archive every chunk, checks each media blob's SHA-256 against
-//! the source and reads each archive record, prints what it found, and stops everything it
-//! started, on failure and cancellation too.
+//! the source and reads each archive record, prints what it found, runs the operator's tools
+//! on it (`archiver find --call`, `archiver verify --call`) and prints the recording's manifest,
+//! and stops everything it started, on failure and cancellation too.
 //!
 //! The checks themselves are pure ([`assess`]); the blobs are read with
 //! [`crate::archive::ArchiveReader`].
@@ -20,12 +21,14 @@
 //! | `event_grid.rs` | the requests Event Grid sends |
 //! | `wait.rs` | waiting for the transfers, and saying why one failed |
 //! | `report.rs` | checking the archive against the source, and the report printed |
+//! | `tools.rs` | `archiver find` and `archiver verify` on the archive, the manifest summarised |
 //! | `sizes.rs` | sizes as the user writes them and as the demo prints them |
 
 mod event_grid;
 mod report;
 mod services;
 mod sizes;
+mod tools;
 mod wait;
 
 use std::future::Future;
@@ -81,6 +84,8 @@ pub struct DemoOptions {
     pub withhold_chunk: Option<usize>,
     /// Print the host log (the handler's output included) to stderr as it happens.
     pub echo_host_log: bool,
+    /// The built `archiver` binary, run on the archive at the end; `None` skips that step.
+    pub archiver: Option<PathBuf>,
 }
 
 impl DemoOptions {
@@ -93,6 +98,7 @@ impl DemoOptions {
             timeout: DEFAULT_TIMEOUT,
             withhold_chunk: None,
             echo_host_log: false,
+            archiver: None,
         }
     }
 }
@@ -274,12 +280,16 @@ async fn exercise(
     wait::wait_for_archive(host, documents.len(), accepted + options.timeout).await?;
     let archive_time = accepted.elapsed();
 
-    report::check(services, options, http, archive_time, began).await
+    let report = report::check(services, options, http.clone(), archive_time, began).await?;
+    if let Some(archiver) = &options.archiver {
+        tools::show(services, archiver, &call_id, http).await?;
+    }
+    Ok(report)
 }
 
-/// `[n/6] text`, the demo's headline lines.
+/// `[n/7] text`, the demo's headline lines.
 fn say(step: u8, text: &str) {
-    println!("[{step}/6] {text}");
+    println!("[{step}/7] {text}");
 }
 
 /// Distinguishes this run's ids (documents, call, validation code) from any other's.

@@ -142,7 +142,7 @@ impl Services {
 }
 
 /// The "Values" a user would put in local.settings.json for this machine.
-fn local_settings(storage: &str, acs: &AcsEmulator) -> Vec<(String, String)> {
+pub(super) fn local_settings(storage: &str, acs: &AcsEmulator) -> Vec<(String, String)> {
     [
         ("FUNCTIONS_WORKER_RUNTIME", "Custom".to_string()),
         ("AzureWebJobsStorage", storage.to_string()),
