@@ -26,9 +26,32 @@ async fn the_demo_archives_every_chunk_byte_exact_through_the_queue() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.matching_media(), 3, "{report}");
     assert_eq!(
-        report.rows.len(),
+        report
+            .rows
+            .iter()
+            .filter(|r| matches!(
+                r.verdict,
+                BlobVerdict::Media { .. } | BlobVerdict::Record { .. }
+            ))
+            .count(),
         6,
         "a media blob and a record per chunk: {report}"
+    );
+    assert_eq!(
+        report
+            .rows
+            .iter()
+            .filter(|r| r.verdict == BlobVerdict::Manifest)
+            .count(),
+        1,
+        "one manifest for the recording: {report}"
+    );
+    assert!(
+        !report
+            .rows
+            .iter()
+            .any(|r| r.verdict == BlobVerdict::Unexpected),
+        "{report}"
     );
     for index in 0..3 {
         assert!(

@@ -57,6 +57,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 pub const CONTAINER: &str = "recordings";
 /// `TRANSFER_QUEUE`, as in local.settings.json.example.
 pub const TRANSFER_QUEUE: &str = "recording-transfers";
+/// `ARCHIVED_NOTIFY_QUEUE`: where the one "recording archived" message goes.
+pub const NOTIFY_QUEUE: &str = "recordings-archived";
 /// The function key sent in `?code=`, as Event Grid does (the emulated host does not check it).
 const FUNCTION_KEY: &str = "local-demo-key";
 /// The recording format: `video/mp4`, the GA `content/video` URL.

@@ -42,6 +42,11 @@ pub enum BlobVerdict {
         /// `mediaBlob`, `sizeBytes` and `sha256` agree with the blob and the source.
         consistent: bool,
     },
+    /// The recording's manifest (`manifest-<first documentId>.json`), written once every
+    /// chunk is archived.
+    Manifest,
+    /// The marker that the manifest's notification was sent (`<manifest>.notified`).
+    NotifiedMarker,
     /// A blob that belongs to no chunk of the demo recording.
     Unexpected,
 }
@@ -117,6 +122,8 @@ impl fmt::Display for DemoReport {
                     consistent: true,
                 } => format!("(record of chunk {index}: ✓)"),
                 BlobVerdict::Record { index, .. } => format!("(record of chunk {index}: ✗)"),
+                BlobVerdict::Manifest => "(the recording's manifest)".to_string(),
+                BlobVerdict::NotifiedMarker => "(manifest notification sent)".to_string(),
                 BlobVerdict::Unexpected => "(not from this recording)".to_string(),
             };
             writeln!(
@@ -354,6 +361,16 @@ pub fn assess(
             consistent: record_ok,
         };
     }
+    for (verdict, blob) in verdicts.iter_mut().zip(listed) {
+        let file = blob.name.rsplit('/').next().unwrap_or_default();
+        if *verdict == BlobVerdict::Unexpected && file.starts_with("manifest-") {
+            if file.ends_with(".json") {
+                *verdict = BlobVerdict::Manifest;
+            } else if file.ends_with(".json.notified") {
+                *verdict = BlobVerdict::NotifiedMarker;
+            }
+        }
+    }
     let rows = listed
         .iter()
         .cloned()
@@ -442,6 +459,31 @@ mod tests {
                     index: 1,
                     consistent: true
                 },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_manifest_and_its_notification_marker_are_named() {
+        let chunks = [chunk(0, 1, 10)];
+        let (mut listed, mut contents) = archive_of(&chunks);
+        for name in [
+            "call/manifest-doc-0.json",
+            "call/manifest-doc-0.json.notified",
+            "call/other.bin",
+        ] {
+            listed.push(media(name, 1));
+            contents.push(BlobContent::Media([0; 32]));
+        }
+        let (rows, problems) = assess(&chunks, &listed, &contents);
+        assert!(problems.is_empty(), "{problems:?}");
+        let verdicts: Vec<_> = rows[2..].iter().map(|r| r.verdict.clone()).collect();
+        assert_eq!(
+            verdicts,
+            [
+                BlobVerdict::Manifest,
+                BlobVerdict::NotifiedMarker,
+                BlobVerdict::Unexpected
             ]
         );
     }

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    human_size, say, unique_stamp, DemoError, DemoOptions, CONTAINER, FORMAT, POLLING_INTERVAL,
-    RETRY_DELAY, TRANSFER_QUEUE,
+    human_size, say, unique_stamp, DemoError, DemoOptions, CONTAINER, FORMAT, NOTIFY_QUEUE,
+    POLLING_INTERVAL, RETRY_DELAY, TRANSFER_QUEUE,
 };
 use crate::acs::{AcsEmulator, AcsEmulatorConfig};
 use crate::azurite::Azurite;
@@ -152,6 +152,7 @@ pub(super) fn local_settings(storage: &str, acs: &AcsEmulator) -> Vec<(String, S
         ("RECORDINGS_CONTAINER", CONTAINER.to_string()),
         ("ARCHIVE_MODE", "queue".to_string()),
         ("TRANSFER_QUEUE", TRANSFER_QUEUE.to_string()),
+        ("ARCHIVED_NOTIFY_QUEUE", NOTIFY_QUEUE.to_string()),
         ("RUST_LOG", "info".to_string()),
     ]
     .into_iter()

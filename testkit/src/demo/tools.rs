@@ -1,7 +1,8 @@
 //! Step 7: what an operator does with the fresh archive, run as they would run it, with a
 //! local.settings.json for this machine: `archiver find --call` lists the recording from its
-//! blob index tags, `archiver verify --call` reads every chunk back and proves its SHA-256, and
-//! the recording's manifest is summarised.
+//! blob index tags, `archiver verify --call` reads every chunk back and proves its SHA-256, the
+//! recording's manifest is summarised, and the one notification on `ARCHIVED_NOTIFY_QUEUE`
+//! shown.
 
 use std::path::Path;
 use std::process::Output;
@@ -9,8 +10,9 @@ use std::process::Output;
 use serde_json::Value;
 
 use super::services::{local_settings, Services};
-use super::{human_size, say, DemoError, CONTAINER};
+use super::{human_size, say, DemoError, CONTAINER, NOTIFY_QUEUE};
 use crate::archive::{ArchiveReader, BlobContent};
+use crate::queue::{MessageEncoding, QueueClient};
 
 /// Runs the tools on the recording of `call_id`; fails when `verify` does not prove it.
 pub(super) async fn show(
@@ -45,7 +47,40 @@ pub(super) async fn show(
     if !verify.status.success() {
         return Err(tool_failed("archiver verify", &verify));
     }
-    manifest(&ArchiveReader::new(http, azurite, CONTAINER), call_id).await
+    let reader = ArchiveReader::new(http, azurite, CONTAINER);
+    let written = manifest(&reader, call_id).await?;
+    notifications(&azurite.connection_string(), written).await
+}
+
+/// Prints what waits on `ARCHIVED_NOTIFY_QUEUE` for downstream work: exactly one message once
+/// the manifest is written (none before), however often the chunks were delivered.
+async fn notifications(storage: &str, manifest_written: bool) -> Result<(), DemoError> {
+    let queue = QueueClient::from_connection_string(storage)
+        .map_err(|e| DemoError::NotArchived(e.to_string()))?;
+    let messages = match queue.peek_messages(NOTIFY_QUEUE, 32).await {
+        Ok(m) => m,
+        Err(e) if e.status() == Some(404) => Vec::new(),
+        Err(e) => return Err(DemoError::NotArchived(e.to_string())),
+    };
+    let expected = usize::from(manifest_written);
+    println!(
+        "\n      {} message(s) on queue `{NOTIFY_QUEUE}` (ARCHIVED_NOTIFY_QUEUE) for downstream work",
+        messages.len()
+    );
+    for m in &messages {
+        let text = MessageEncoding::Base64
+            .decode(&m.text)
+            .unwrap_or_else(|_| m.text.clone());
+        let shown: String = text.chars().take(300).collect();
+        println!("        {shown}");
+    }
+    if messages.len() != expected {
+        return Err(DemoError::NotArchived(format!(
+            "{} notification(s) on `{NOTIFY_QUEUE}`, expected {expected}",
+            messages.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Runs `archiver --settings FILE ARGS`, printing the command and its output indented.
@@ -84,9 +119,9 @@ fn tool_failed(command: &str, out: &Output) -> DemoError {
     ))
 }
 
-/// Prints the recording's manifest (`manifest-<first document>.json` beside the chunks); fails
-/// when there is more than one.
-async fn manifest(reader: &ArchiveReader, call_id: &str) -> Result<(), DemoError> {
+/// Prints the recording's manifest (`manifest-<first document>.json` beside the chunks), and
+/// says whether there is one; fails when there is more than one.
+async fn manifest(reader: &ArchiveReader, call_id: &str) -> Result<bool, DemoError> {
     let listed = reader.list().await.map_err(DemoError::NotArchived)?;
     let manifests: Vec<_> = listed
         .iter()
@@ -101,7 +136,7 @@ async fn manifest(reader: &ArchiveReader, call_id: &str) -> Result<(), DemoError
     let blob = match manifests.as_slice() {
         [] => {
             println!("\n      (no manifest: this build does not write one)");
-            return Ok(());
+            return Ok(false);
         }
         [one] => one,
         more => {
@@ -126,7 +161,7 @@ async fn manifest(reader: &ArchiveReader, call_id: &str) -> Result<(), DemoError
     for line in manifest_summary(&m) {
         println!("        {line}");
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The manifest in a few lines: ids, chunks and bytes, durations against the event's.
