@@ -45,7 +45,7 @@ pub enum BlobVerdict {
     /// The recording's manifest (`manifest-<first documentId>.json`), written once every
     /// chunk is archived.
     Manifest,
-    /// The marker that the manifest's notification was sent (`<manifest>.notified`).
+    /// The marker that the manifest's notification was sent (`manifest-<...>.notified.json`).
     NotifiedMarker,
     /// A blob that belongs to no chunk of the demo recording.
     Unexpected,
@@ -364,10 +364,10 @@ pub fn assess(
     for (verdict, blob) in verdicts.iter_mut().zip(listed) {
         let file = blob.name.rsplit('/').next().unwrap_or_default();
         if *verdict == BlobVerdict::Unexpected && file.starts_with("manifest-") {
-            if file.ends_with(".json") {
-                *verdict = BlobVerdict::Manifest;
-            } else if file.ends_with(".json.notified") {
+            if file.ends_with(".notified.json") {
                 *verdict = BlobVerdict::NotifiedMarker;
+            } else if file.ends_with(".json") {
+                *verdict = BlobVerdict::Manifest;
             }
         }
     }
@@ -469,7 +469,7 @@ mod tests {
         let (mut listed, mut contents) = archive_of(&chunks);
         for name in [
             "call/manifest-doc-0.json",
-            "call/manifest-doc-0.json.notified",
+            "call/manifest-doc-0.notified.json",
             "call/other.bin",
         ] {
             listed.push(media(name, 1));

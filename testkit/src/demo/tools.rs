@@ -127,10 +127,11 @@ async fn manifest(reader: &ArchiveReader, call_id: &str) -> Result<bool, DemoErr
         .iter()
         .filter(|b| {
             b.name.contains(&format!("/{call_id}/"))
-                && b.name
-                    .rsplit('/')
-                    .next()
-                    .is_some_and(|f| f.starts_with("manifest-") && f.ends_with(".json"))
+                && b.name.rsplit('/').next().is_some_and(|f| {
+                    f.starts_with("manifest-")
+                        && f.ends_with(".json")
+                        && !f.ends_with(".notified.json")
+                })
         })
         .collect();
     let blob = match manifests.as_slice() {
