@@ -4,6 +4,10 @@
 use std::fmt::Write as _;
 
 use crate::config::acs::{AcsAuth, ACS_CONNECTION_STRING, ACS_ENDPOINT};
+use crate::config::archive::{
+    ARCHIVED_NOTIFY_QUEUE, TRANSFER_ACCESS_TIER, TRANSFER_ENCRYPTION_SCOPE,
+    TRANSFER_IMMUTABILITY_DAYS, TRANSFER_LEGAL_HOLD,
+};
 use crate::config::naming::BLOB_NAME_TEMPLATE;
 use crate::config::storage::{StorageCredential, StorageForm};
 use crate::config::{
@@ -101,6 +105,28 @@ pub(crate) fn rows(s: &Settings) -> Vec<Row> {
                 .join(", ")
         },
     ));
+    let a = &s.archive;
+    let or_default = |v: Option<&str>, default: &str| v.unwrap_or(default).to_string();
+    rows.push((
+        TRANSFER_ACCESS_TIER,
+        or_default(a.access_tier.map(|t| t.as_str()), "the account's default"),
+    ));
+    rows.push((
+        TRANSFER_ENCRYPTION_SCOPE,
+        or_default(a.encryption_scope.as_deref(), "the account's default"),
+    ));
+    rows.push((
+        TRANSFER_IMMUTABILITY_DAYS,
+        match a.immutability {
+            Some(i) => format!("{} days, {}", i.days, i.mode.as_str()),
+            None => "none".into(),
+        },
+    ));
+    rows.push((TRANSFER_LEGAL_HOLD, on_off(a.legal_hold)));
+    rows.push((
+        ARCHIVED_NOTIFY_QUEUE,
+        or_default(a.notify_queue.as_deref(), "none"),
+    ));
     rows.push((WEBHOOK_MAX_BODY_BYTES, bytes(s.max_body_bytes as u64)));
     rows
 }
@@ -173,19 +199,39 @@ mod tests {
             ),
             ("RECORDINGS_STORAGE", "UseDevelopmentStorage=true"),
             ("TRANSFER_BLOCK_BYTES", "8388608"),
+            ("TRANSFER_ACCESS_TIER", "Cool"),
         ]);
         let shown = table(&rows(&s));
+        // Names and values in two aligned columns.
+        let column = |l: &str| {
+            l.len()
+                - l[2..]
+                    .trim_start_matches(|c: char| c != ' ')
+                    .trim_start()
+                    .len()
+        };
+        let first = column(shown.lines().next().unwrap());
+        assert!(shown.lines().all(|l| column(l) == first), "{shown}");
+        let squeezed: Vec<String> = shown
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
         for expected in [
-            "ARCHIVE_MODE               queue",
-            "ACS_CONNECTION_STRING      endpoint https://contoso.communication.azure.com/, access key ***",
-            "RECORDINGS_STORAGE         connection string: account devstoreaccount1, account key ***",
-            "                           blobs  http://127.0.0.1:10000/devstoreaccount1",
-            "TRANSFER_BLOCK_BYTES       8 MiB",
-            "TRANSFER_SHA256            on",
-            "TRANSFER_QUEUE             recording-transfers (poison queue recording-transfers-poison)",
-            "WEBHOOK_MAX_BODY_BYTES     2 MiB",
+            "ARCHIVE_MODE queue",
+            "ACS_CONNECTION_STRING endpoint https://contoso.communication.azure.com/, access key ***",
+            "RECORDINGS_STORAGE connection string: account devstoreaccount1, account key ***",
+            "blobs http://127.0.0.1:10000/devstoreaccount1",
+            "TRANSFER_BLOCK_BYTES 8 MiB",
+            "TRANSFER_SHA256 on",
+            "TRANSFER_QUEUE recording-transfers (poison queue recording-transfers-poison)",
+            "WEBHOOK_MAX_BODY_BYTES 2 MiB",
+            "TRANSFER_ACCESS_TIER Cool",
+            "ARCHIVED_NOTIFY_QUEUE none",
         ] {
-            assert!(shown.contains(expected), "{expected}\n{shown}");
+            assert!(
+                squeezed.iter().any(|l| l.starts_with(expected)),
+                "{expected}\n{shown}"
+            );
         }
         assert!(!shown.contains(key), "{shown}");
         assert!(
