@@ -122,7 +122,10 @@ fn tool_failed(command: &str, out: &Output) -> DemoError {
 /// Prints the recording's manifest (`manifest-<first document>.json` beside the chunks), and
 /// says whether there is one; fails when there is more than one.
 async fn manifest(reader: &ArchiveReader, call_id: &str) -> Result<bool, DemoError> {
-    let listed = reader.list().await.map_err(DemoError::NotArchived)?;
+    let listed = reader
+        .list()
+        .await
+        .map_err(|e| DemoError::NotArchived(e.to_string()))?;
     let manifests: Vec<_> = listed
         .iter()
         .filter(|b| {
@@ -150,7 +153,7 @@ async fn manifest(reader: &ArchiveReader, call_id: &str) -> Result<bool, DemoErr
     let BlobContent::Record(m) = reader
         .read(&blob.name)
         .await
-        .map_err(DemoError::NotArchived)?
+        .map_err(|e| DemoError::NotArchived(e.to_string()))?
     else {
         unreachable!("a .json blob is read as a document");
     };
