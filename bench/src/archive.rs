@@ -78,6 +78,42 @@ pub fn invocation(text: &str) -> Value {
     json!({"Data": {"job": Value::String(text.to_string()).to_string()}, "Metadata": {"DequeueCount": 1}})
 }
 
+/// How the handler of one row reaches the ACS emulator.
+pub struct AcsAccess {
+    /// `ACS_CONNECTION_STRING`.
+    pub connection_string: String,
+    /// `ACS_EXTRA_ALLOWED_HOSTS`.
+    pub extra_allowed_hosts: String,
+    /// The chunk's content, metadata and delete URLs, as the event carries them.
+    pub urls: (String, String, String),
+}
+
+impl AcsAccess {
+    /// Straight to the emulator's storage host, or through a proxy at `via` (`host:port`)
+    /// when given.
+    pub fn new(
+        emulator: &Emulator,
+        document_id: &str,
+        via: Option<&str>,
+    ) -> Result<AcsAccess, String> {
+        let (content, metadata, delete) = emulator
+            .urls_of(document_id)
+            .ok_or_else(|| format!("the emulator does not serve {document_id}"))?;
+        let at = |url: &str| match via {
+            Some(proxy) => url.replacen(&emulator.storage_authority, proxy, 1),
+            None => url.to_string(),
+        };
+        Ok(AcsAccess {
+            connection_string: emulator.connection_string.clone(),
+            extra_allowed_hosts: match via {
+                Some(proxy) => proxy.to_string(),
+                None => emulator.extra_allowed_hosts.clone(),
+            },
+            urls: (at(content), at(metadata), at(delete)),
+        })
+    }
+}
+
 /// Where a row writes and what it expects there.
 pub struct ArchiveTarget<'a> {
     /// The handler's `RECORDINGS_STORAGE`.
@@ -90,6 +126,8 @@ pub struct ArchiveTarget<'a> {
     pub size: u64,
     /// Its SHA-256, when the row computes one.
     pub sha256: Option<[u8; 32]>,
+    /// Handler settings of the row itself (before the command line's).
+    pub env: &'a [(String, String)],
 }
 
 /// Archives one chunk with a fresh handler and measures it. `Err` means the row could not run
@@ -97,14 +135,12 @@ pub struct ArchiveTarget<'a> {
 pub async fn run(
     handler_bin: &Path,
     emulator: &Emulator,
+    acs: &AcsAccess,
     plan: &Plan,
     hashing: Hashing,
     target: &ArchiveTarget<'_>,
     http: &reqwest::Client,
 ) -> Result<Measurement, String> {
-    let urls = emulator
-        .urls_of(target.document_id)
-        .ok_or_else(|| format!("the emulator does not serve {}", target.document_id))?;
     let mut env: Vec<(String, String)> = vec![
         ("RUST_LOG".into(), "warn".into()),
         ("RECORDINGS_STORAGE".into(), target.connection_string.into()),
@@ -112,19 +148,26 @@ pub async fn run(
         ("TRANSFER_QUEUE".into(), format!("{}-q", target.container)),
         (
             "ACS_CONNECTION_STRING".into(),
-            emulator.connection_string.clone(),
+            acs.connection_string.clone(),
         ),
         (
             "ACS_EXTRA_ALLOWED_HOSTS".into(),
-            emulator.extra_allowed_hosts.clone(),
+            acs.extra_allowed_hosts.clone(),
         ),
         ("TRANSFER_CONTENT_MD5".into(), hashing.md5.to_string()),
         ("TRANSFER_SHA256".into(), hashing.sha256.to_string()),
     ];
+    env.extend(target.env.iter().cloned());
     env.extend(plan.overrides.iter().cloned());
     let handler = Handler::start(handler_bin, &env, http, HANDLER_START_LIMIT).await?;
 
-    let message = recording_event(target.container, target.document_id, urls).to_string();
+    let (content, metadata, delete) = &acs.urls;
+    let message = recording_event(
+        target.container,
+        target.document_id,
+        (content, metadata, delete),
+    )
+    .to_string();
     let limit = row_limit(target.size);
     let pid = handler.pid();
     let emulator_pid = emulator.pid();

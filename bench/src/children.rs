@@ -8,7 +8,7 @@
 //! benchmark's main future, never from `spawn_blocking` threads, which come and go.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -30,15 +30,16 @@ pub struct Child {
 }
 
 impl Child {
-    /// Spawns `command` with piped output. The first stdout line goes to `first_line` when
-    /// given; every line is kept (the last [`KEPT_LINES`]) for [`Child::output`].
+    /// Spawns `command` with piped output (and piped input when `stdin`). Stdout lines go to
+    /// `lines` when given; every line is kept (the last [`KEPT_LINES`]) for [`Child::output`].
     fn spawn(
         name: &'static str,
         mut command: Command,
-        first_line: Option<mpsc::Sender<String>>,
+        lines: Option<mpsc::Sender<String>>,
+        stdin: bool,
     ) -> Result<Child, String> {
         command
-            .stdin(Stdio::null())
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // SAFETY: the closure runs in the forked child before exec and only makes one
@@ -54,7 +55,7 @@ impl Child {
             .map_err(|e| format!("cannot start {name}: {e}"))?;
         let output = Arc::new(Mutex::new(VecDeque::new()));
         if let Some(stdout) = process.stdout.take() {
-            keep_lines(stdout, first_line, Arc::clone(&output));
+            keep_lines(stdout, lines, Arc::clone(&output));
         }
         if let Some(stderr) = process.stderr.take() {
             keep_lines(stderr, None, Arc::clone(&output));
@@ -92,15 +93,15 @@ impl Child {
 }
 
 /// Reads `pipe` line by line on its own thread until it closes (so the child never blocks on
-/// a full pipe), sending the first line to `first` and keeping the last [`KEPT_LINES`].
+/// a full pipe), sending each line to `lines` and keeping the last [`KEPT_LINES`].
 fn keep_lines(
     pipe: impl Read + Send + 'static,
-    mut first: Option<mpsc::Sender<String>>,
+    lines: Option<mpsc::Sender<String>>,
     kept: Arc<Mutex<VecDeque<String>>>,
 ) {
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if let Some(tx) = first.take() {
+            if let Some(tx) = &lines {
                 let _ = tx.send(line.clone());
             }
             let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
@@ -137,47 +138,33 @@ pub struct Emulator {
     pub connection_string: String,
     /// `ACS_EXTRA_ALLOWED_HOSTS` for it.
     pub extra_allowed_hosts: String,
+    /// `127.0.0.1:<port>` of its storage host (where the content URLs point).
+    pub storage_authority: String,
     /// Per recording: `(document id, content URL, metadata URL, delete URL)`.
     pub urls: Vec<(String, String, String, String)>,
 }
 
 impl Emulator {
-    /// Starts `binary` serving `recordings` and waits (at most `limit`) for its JSON line.
+    /// Starts `binary` serving `recordings` and waits (at most `limit`) for its JSON line;
+    /// with `resource_host`, clients sign for that name (`--resource-host`).
     pub async fn start(
         binary: &Path,
         recordings: &[Recording],
+        resource_host: Option<&str>,
         limit: Duration,
     ) -> Result<Emulator, String> {
         let mut command = Command::new(binary);
+        if let Some(host) = resource_host {
+            command.arg("--resource-host").arg(host);
+        }
         for r in recordings {
             command
                 .arg("--recording")
                 .arg(format!("{}:{}:mp4:{}", r.document_id, r.size, r.seed));
         }
         let (tx, rx) = mpsc::channel();
-        let mut child = Child::spawn("acs-emulator", command, Some(tx))?;
-        let deadline = Instant::now() + limit;
-        let line = loop {
-            match rx.try_recv() {
-                Ok(line) => break line,
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    return Err(child
-                        .exited()
-                        .unwrap_or_else(|| "acs-emulator closed its output".into()))
-                }
-                Err(mpsc::TryRecvError::Empty) => {}
-            }
-            if let Some(reason) = child.exited() {
-                return Err(reason);
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "acs-emulator printed nothing within {limit:?}:\n{}",
-                    child.output()
-                ));
-            }
-            tokio::time::sleep(POLL).await;
-        };
+        let mut child = Child::spawn("acs-emulator", command, Some(tx), false)?;
+        let line = next_line(&mut child, &rx, limit).await?;
         let info: Value = serde_json::from_str(&line)
             .map_err(|e| format!("acs-emulator's start-up line is not JSON ({e}): {line}"))?;
         let text = |v: &Value, key: &str| -> Result<String, String> {
@@ -198,6 +185,7 @@ impl Emulator {
         Ok(Emulator {
             connection_string: text(&info, "connection_string")?,
             extra_allowed_hosts: text(&info, "extra_allowed_hosts")?,
+            storage_authority: text(&info, "storage_authority")?,
             urls,
             child,
         })
@@ -239,7 +227,7 @@ impl Handler {
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string());
         let mut handler = Handler {
-            child: Child::spawn("handler", command, None)?,
+            child: Child::spawn("handler", command, None, false)?,
             port,
         };
         let deadline = Instant::now() + limit;
@@ -273,5 +261,100 @@ impl Handler {
     /// Its last output lines.
     pub fn output(&self) -> String {
         self.child.output()
+    }
+}
+
+/// The next line `child` prints on stdout (waiting at most `limit`), or why there is none.
+async fn next_line(
+    child: &mut Child,
+    lines: &mpsc::Receiver<String>,
+    limit: Duration,
+) -> Result<String, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match lines.try_recv() {
+            Ok(line) => return Ok(line),
+            Err(mpsc::TryRecvError::Disconnected) => {
+                return Err(child
+                    .exited()
+                    .unwrap_or_else(|| format!("{} closed its output", child.name)))
+            }
+            Err(mpsc::TryRecvError::Empty) => {}
+        }
+        if let Some(reason) = child.exited() {
+            return Err(reason);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} printed nothing within {limit:?}:\n{}",
+                child.name,
+                child.output()
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The Python SDK pipeline (`bench/python/sdk_pipeline.py`), set up and waiting for `go`.
+pub struct PythonPipeline {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+/// The script, carried in the binary so the benchmark runs from any directory.
+const SDK_PIPELINE: &str = include_str!("../python/sdk_pipeline.py");
+
+impl PythonPipeline {
+    /// Starts `python` on the script with `settings` (JSON, see the script) and waits, at most
+    /// `limit`, for it to print `ready`.
+    pub async fn start(
+        python: &Path,
+        settings: &Value,
+        limit: Duration,
+    ) -> Result<PythonPipeline, String> {
+        let mut command = Command::new(python);
+        command
+            .arg("-c")
+            .arg(SDK_PIPELINE)
+            .arg(settings.to_string());
+        let (tx, rx) = mpsc::channel();
+        let mut child = Child::spawn("python SDK pipeline", command, Some(tx), true)?;
+        match next_line(&mut child, &rx, limit).await?.as_str() {
+            "ready" => Ok(PythonPipeline { child, lines: rx }),
+            other => Err(format!(
+                "expected `ready`, got `{other}`:\n{}",
+                child.output()
+            )),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// Starts the transfer and waits, at most `limit`, until it is done; the process stays
+    /// alive (for /proc) until dropped.
+    pub async fn go(&mut self, limit: Duration) -> Result<(), String> {
+        let stdin = self
+            .child
+            .process
+            .stdin
+            .as_mut()
+            .ok_or("the pipeline has no stdin")?;
+        stdin
+            .write_all(b"go\n")
+            .and_then(|()| stdin.flush())
+            .map_err(|e| format!("python SDK pipeline: {e}"))?;
+        match next_line(&mut self.child, &self.lines, limit)
+            .await?
+            .as_str()
+        {
+            "done" => Ok(()),
+            other => Err(format!(
+                "expected `done`, got `{other}`:\n{}",
+                self.child.output()
+            )),
+        }
     }
 }

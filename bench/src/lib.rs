@@ -11,6 +11,7 @@
 //! | [`ceiling`] | the raw Azurite ingest ceiling: parallel Put Block from memory |
 //! | [`archive`] | one archive row: a fresh handler, one `RecordingTransfer`, measured and checked |
 //! | [`run`] | the whole run, row by row |
+//! | [`wan`] | the network-shaped run (`--wan`): shaping proxies, ranges 1-8, the Python SDKs, shaped limits |
 //!
 //! Every process that is measured runs alone: the handler (ours), the ACS emulator and
 //! Azurite are separate processes; the ceiling client and the discarding sink live in this one.
@@ -23,3 +24,4 @@ pub mod children;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod wan;

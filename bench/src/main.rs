@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use archiver_bench::plan::Options;
-use archiver_bench::{report, run};
+use archiver_bench::run;
 use clap::Parser;
 
 #[tokio::main]
@@ -22,23 +22,18 @@ async fn main() -> ExitCode {
         signal = interrupted() => Err(format!("interrupted by {signal}")),
     };
     match outcome {
-        Ok(run::Outcome { header, rows }) => {
+        Ok(run::Outcome {
+            header,
+            table,
+            legend,
+            all_ok,
+        }) => {
             for line in &header {
                 println!("{line}");
             }
-            println!("\n{}", report::render(&rows));
-            println!(
-                "MB/s: 10^6 bytes/s, request to answer. x ceil: MB/s over the ceiling's. \
-                 CPU s/GiB and RSS MiB: the handler process alone (utime+stime and VmHWM from \
-                 /proc, a fresh process per row). emu s/GiB: the ACS emulator. busy: cores busy \
-                 on the whole machine during the row. Figures are medians over the rounds; the \
-                 range of MB/s shows the noise of a shared machine."
-            );
-            if rows
-                .iter()
-                .flat_map(|(_, runs)| runs)
-                .all(|m| m.check.is_ok())
-            {
+            println!("\n{table}");
+            println!("{legend}");
+            if all_ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use archiver_testkit::shaper::{LinkProfile, AZURE_ACS, AZURE_BLOB};
 use clap::Parser;
 use recording_archiver::config::TransferSettings;
 
@@ -52,6 +53,35 @@ pub struct Options {
     /// Give up on the whole run after this many minutes.
     #[arg(long, value_name = "MINUTES", default_value_t = 20)]
     pub max_minutes: u64,
+    /// The network-shaped run instead: every row through shaping proxies on the ACS side and
+    /// the Blob side (testkit `shaper`): the handler with 1, 2, 4 and 8 parallel ranges, and
+    /// Microsoft's Python SDKs; 256 MiB chunks (1.5 GiB for the memory row), one round.
+    #[arg(long)]
+    pub wan: bool,
+    /// With --wan: bandwidth of each connection to ACS, MB/s [default: testkit's AZURE_ACS].
+    #[arg(long, value_name = "MB/S")]
+    pub acs_mbps: Option<f64>,
+    /// With --wan: round trip to ACS, ms [default: testkit's AZURE_ACS].
+    #[arg(long, value_name = "MS")]
+    pub acs_rtt_ms: Option<u64>,
+    /// With --wan: bandwidth of each connection to Blob Storage, MB/s [default: AZURE_BLOB].
+    #[arg(long, value_name = "MB/S")]
+    pub blob_mbps: Option<f64>,
+    /// With --wan: round trip to Blob Storage, ms [default: AZURE_BLOB].
+    #[arg(long, value_name = "MS")]
+    pub blob_rtt_ms: Option<u64>,
+    /// With --wan: a Python with azure-communication-callautomation and azure-storage-blob,
+    /// for the Python SDK row (`scripts/bench --wan` installs one under target/).
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+}
+
+/// `base` with the bandwidth and round trip given on the command line.
+fn link(base: LinkProfile, mbps: Option<f64>, rtt_ms: Option<u64>) -> LinkProfile {
+    LinkProfile {
+        bytes_per_sec: mbps.map_or(base.bytes_per_sec, |m| (m * 1e6) as u64),
+        rtt: rtt_ms.map_or(base.rtt, std::time::Duration::from_millis),
+    }
 }
 
 /// `NAME=VALUE`.
@@ -155,17 +185,22 @@ pub struct Plan {
     pub ceiling_parallel: usize,
     /// Times every row is measured.
     pub rounds: usize,
-    /// The rows, in the order they run.
+    /// The rows, in the order they run (none with `--wan`: see [`crate::wan`]).
     pub rows: Vec<RowSpec>,
+    /// The link of every connection to ACS (`--wan`).
+    pub acs_link: LinkProfile,
+    /// The link of every connection to Blob Storage (`--wan`).
+    pub blob_link: LinkProfile,
 }
 
 impl Plan {
     /// The rows for `options`.
     pub fn new(options: &Options) -> Plan {
-        let (size_mib, big_mib) = if options.quick {
-            (64, 96)
-        } else {
-            (1024, 1536)
+        let (size_mib, big_mib) = match (options.quick, options.wan) {
+            (true, false) => (64, 96),
+            (false, false) => (1024, 1536),
+            (true, true) => (16, 24),
+            (false, true) => (256, 1536),
         };
         let size = options.size_mib.unwrap_or(size_mib).max(1) * MIB;
         let big_size = options.big_size_mib.unwrap_or(big_mib).max(1) * MIB;
@@ -219,6 +254,7 @@ impl Plan {
             archive(Destination::Discard, Hashing::defaults(), big_size, true),
         ];
         let rows = match &options.only {
+            _ if options.wan => Vec::new(),
             Some(text) => rows
                 .into_iter()
                 .filter(|r| r.label.contains(text))
@@ -234,9 +270,11 @@ impl Plan {
             ceiling_parallel: options.ceiling_parallel.max(1),
             rounds: options
                 .rounds
-                .unwrap_or(if options.quick { 1 } else { 5 })
+                .unwrap_or(if options.quick || options.wan { 1 } else { 5 })
                 .max(1),
             rows,
+            acs_link: link(AZURE_ACS, options.acs_mbps, options.acs_rtt_ms),
+            blob_link: link(AZURE_BLOB, options.blob_mbps, options.blob_rtt_ms),
         }
     }
 }
@@ -307,5 +345,24 @@ mod tests {
             ]
         );
         assert!(Options::try_parse_from(["archiver-bench", "--handler-env", "=x"]).is_err());
+    }
+
+    #[test]
+    fn the_wan_run_has_its_own_sizes_and_links() {
+        let plan = Plan::new(&options(&["--wan"]));
+        assert_eq!((plan.size, plan.big_size), (256 * MIB, 1536 * MIB));
+        assert_eq!(plan.rounds, 1);
+        assert!(plan.rows.is_empty(), "the wan module owns its rows");
+        assert_eq!((plan.acs_link, plan.blob_link), (AZURE_ACS, AZURE_BLOB));
+        let plan = Plan::new(&options(&[
+            "--wan",
+            "--acs-mbps",
+            "5",
+            "--blob-rtt-ms",
+            "40",
+        ]));
+        assert_eq!(plan.acs_link.bytes_per_sec, 5_000_000);
+        assert_eq!(plan.acs_link.rtt, AZURE_ACS.rtt);
+        assert_eq!(plan.blob_link.rtt, std::time::Duration::from_millis(40));
     }
 }

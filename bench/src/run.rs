@@ -11,17 +11,17 @@ use crate::archive::{self, ArchiveTarget};
 use crate::ceiling;
 use crate::children::{Emulator, Recording};
 use crate::plan::{Destination, Options, Plan, RowKind, RowSpec, MIB};
-use crate::report::Measurement;
+use crate::report::{self, Measurement};
 use archiver_testkit::procstat;
 
 /// How long the emulator may take to print its start-up line.
-const EMULATOR_START_LIMIT: Duration = Duration::from_secs(30);
+pub(crate) const EMULATOR_START_LIMIT: Duration = Duration::from_secs(30);
 /// How long the idle sample before the run lasts.
 const IDLE_SAMPLE: Duration = Duration::from_secs(1);
 /// Bytes written into every fresh Azurite before it is measured.
 const WARM_UP: u64 = 64 * MIB;
 /// The seed of every recording: rows of one size share content, hence one expected SHA-256.
-const SEED: u64 = 7;
+pub(crate) const SEED: u64 = 7;
 
 /// `name` from `--<flag>`, or next to this executable (where cargo puts every binary of the
 /// workspace).
@@ -49,8 +49,51 @@ fn binary(explicit: &Option<PathBuf>, name: &str, flag: &str) -> Result<PathBuf,
 pub struct Outcome {
     /// The machine and the settings measured, for the top of the report.
     pub header: Vec<String>,
-    /// Every row with its measurements, one per round.
-    pub rows: Vec<(RowSpec, Vec<Measurement>)>,
+    /// The table, with the targets met and missed.
+    pub table: String,
+    /// What the columns mean.
+    pub legend: &'static str,
+    /// Whether every row ran and checked out (missed targets do not count).
+    pub all_ok: bool,
+}
+
+/// The legend of the loopback table.
+const LEGEND: &str = "MB/s: 10^6 bytes/s, request to answer. x ceil: MB/s over the ceiling's. \
+    CPU s/GiB and RSS MiB: the handler process alone (utime+stime and VmHWM from /proc, a fresh \
+    process per row). emu s/GiB: the ACS emulator. busy: cores busy on the whole machine during \
+    the row. Figures are medians over the rounds; the range of MB/s shows the noise of a shared \
+    machine.";
+
+/// The expected SHA-256 of the recordings of each of `sizes` (all generated from [`SEED`]).
+pub(crate) async fn digests(
+    sizes: impl Iterator<Item = u64>,
+) -> Result<Vec<(u64, [u8; 32])>, String> {
+    let mut sizes: Vec<u64> = sizes.collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    tokio::task::spawn_blocking(move || {
+        sizes
+            .into_iter()
+            .map(|s| (s, archiver_testkit::acs::Content::new(s, SEED).sha256()))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// The machine line of a report: cores, CPU and how busy it was in the second before.
+pub(crate) async fn machine_line() -> Result<String, String> {
+    let idle0 = procstat::machine().map_err(|e| e.to_string())?;
+    tokio::time::sleep(IDLE_SAMPLE).await;
+    let idle = procstat::machine()
+        .map_err(|e| e.to_string())?
+        .busy_cores_since(&idle0);
+    Ok(format!(
+        "machine: {} cores ({}); {:.2} cores busy in the second before the run (other work)",
+        idle0.cores,
+        procstat::cpu_model().unwrap_or_else(|| "unknown CPU".into()),
+        idle
+    ))
 }
 
 /// Measures every row of the plan for `options`, in order, each against fresh servers where
@@ -59,19 +102,12 @@ pub async fn run(options: &Options, log: &mut dyn FnMut(&str)) -> Result<Outcome
     let plan = Plan::new(options);
     let handler_bin = binary(&options.handler, "handler", "--handler")?;
     let emulator_bin = binary(&options.acs_emulator, "acs-emulator", "--acs-emulator")?;
+    if options.wan {
+        return crate::wan::run(options, &plan, &handler_bin, &emulator_bin, log).await;
+    }
 
-    let idle0 = procstat::machine().map_err(|e| e.to_string())?;
-    tokio::time::sleep(IDLE_SAMPLE).await;
-    let idle = procstat::machine()
-        .map_err(|e| e.to_string())?
-        .busy_cores_since(&idle0);
     let header = vec![
-        format!(
-            "machine: {} cores ({}); {:.2} cores busy in the second before the run (other work)",
-            idle0.cores,
-            procstat::cpu_model().unwrap_or_else(|| "unknown CPU".into()),
-            idle
-        ),
+        machine_line().await?,
         format!(
             "chunks: {} MiB ({} MiB for the memory row); handler: {} KiB blocks, {} in flight; \
              ceiling: {} in flight; a fresh Azurite (in memory) for every Azurite run; \
@@ -105,27 +141,17 @@ pub async fn run(options: &Options, log: &mut dyn FnMut(&str)) -> Result<Outcome
                 })
         })
         .collect();
-    let mut sizes: Vec<u64> = plan
+    let sizes = plan
         .rows
         .iter()
         .filter(|r| matches!(r.kind, RowKind::Archive { hashing, .. } if hashing.sha256))
-        .map(|r| r.size)
-        .collect();
-    sizes.sort_unstable();
-    sizes.dedup();
+        .map(|r| r.size);
     log("computing the expected SHA-256 of the recordings");
-    let digests = tokio::task::spawn_blocking(move || {
-        sizes
-            .into_iter()
-            .map(|s| (s, archiver_testkit::acs::Content::new(s, SEED).sha256()))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    let digests = digests(sizes).await?;
     let digest_of = |size: u64| digests.iter().find(|(s, _)| *s == size).map(|(_, d)| *d);
 
     let list: Vec<Recording> = recordings.iter().map(|(_, r)| r.clone()).collect();
-    let emulator = Emulator::start(&emulator_bin, &list, EMULATOR_START_LIMIT).await?;
+    let emulator = Emulator::start(&emulator_bin, &list, None, EMULATOR_START_LIMIT).await?;
     let sink = DiscardSink::start().await.map_err(|e| e.to_string())?;
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -173,9 +199,13 @@ pub async fn run(options: &Options, log: &mut dyn FnMut(&str)) -> Result<Outcome
     }
     drop(sink);
     drop(emulator);
+    let all_ok = runs.iter().flatten().all(|m| m.check.is_ok());
+    let rows: Vec<(RowSpec, Vec<Measurement>)> = plan.rows.iter().cloned().zip(runs).collect();
     Ok(Outcome {
         header,
-        rows: plan.rows.iter().cloned().zip(runs).collect(),
+        table: report::render(&rows),
+        legend: LEGEND,
+        all_ok,
     })
 }
 
@@ -205,27 +235,13 @@ async fn measure(
         | RowKind::Archive {
             dest: Destination::Azurite,
             ..
-        } => Some(start_azurite(spec.size + WARM_UP).await?),
+        } => Some(fresh_azurite(spec.size, plan, http).await?),
         RowKind::Archive { .. } => None,
     };
     let azurite_storage = azurite
         .as_ref()
         .map(|a| archive::connection_string(&a.blob_endpoint(), &a.queue_endpoint()))
         .unwrap_or_default();
-    if azurite.is_some() {
-        // A fresh Node process runs its first requests cold (measured over 7 runs: the
-        // ceiling ranged 363-432 MB/s without this, 394-423 with it); every Azurite run is
-        // warmed up alike.
-        let client = archive::blob_client(&azurite_storage, "warm-up", http.clone())?;
-        client.create_container().await.map_err(|e| e.to_string())?;
-        tokio::time::timeout(
-            archive::row_limit(WARM_UP),
-            ceiling::measure(&client, "warm-up.bin", WARM_UP, plan.block_bytes, 4),
-        )
-        .await
-        .unwrap_or_else(|_| Err("timed out".into()))
-        .map_err(|e| format!("warming Azurite up: {e}"))?;
-    }
     match spec.kind {
         RowKind::Ceiling => {
             let client = archive::blob_client(&azurite_storage, &row.container, http.clone())?;
@@ -267,10 +283,34 @@ async fn measure(
                 document_id: row.document_id,
                 size: spec.size,
                 sha256: row.sha256.filter(|_| hashing.sha256),
+                env: &[],
             };
-            archive::run(handler_bin, emulator, plan, hashing, &target, http).await
+            let acs = archive::AcsAccess::new(emulator, row.document_id, None)?;
+            archive::run(handler_bin, emulator, &acs, plan, hashing, &target, http).await
         }
     }
+}
+
+/// A fresh in-memory Azurite with room for a chunk of `size`, warmed up.
+pub(crate) async fn fresh_azurite(
+    size: u64,
+    plan: &Plan,
+    http: &reqwest::Client,
+) -> Result<Azurite, String> {
+    let azurite = start_azurite(size + WARM_UP).await?;
+    let storage = archive::connection_string(&azurite.blob_endpoint(), &azurite.queue_endpoint());
+    // A fresh Node process runs its first requests cold (measured over 7 runs: the ceiling
+    // ranged 363-432 MB/s without this, 394-423 with it); every Azurite run is warmed up alike.
+    let client = archive::blob_client(&storage, "warm-up", http.clone())?;
+    client.create_container().await.map_err(|e| e.to_string())?;
+    tokio::time::timeout(
+        archive::row_limit(WARM_UP),
+        ceiling::measure(&client, "warm-up.bin", WARM_UP, plan.block_bytes, 4),
+    )
+    .await
+    .unwrap_or_else(|_| Err("timed out".into()))
+    .map_err(|e| format!("warming Azurite up: {e}"))?;
+    Ok(azurite)
 }
 
 /// A fresh in-memory Azurite with room for `bytes` of blobs.

@@ -12,6 +12,7 @@
 //! | [`azurite`] | Azure Storage: starts the repo's pinned Azurite on free ports, in memory, and stops it |
 //! | [`queue`] | nothing: a small Queue REST client with its own SharedKey signer, used by the host emulator and tests |
 //! | [`proxy`] | a flaky network or a busy Storage service: forwards to a target, counts requests by operation, injects 503s |
+//! | [`shaper`] | a network link: a TCP proxy giving each connection its own bandwidth and round trip, modelled on an Azure region (benchmarks) |
 //! | [`sink`] | a Blob service with unlimited bandwidth, for benchmarks: accepts blocks and throws the bytes away |
 //! | [`procstat`] | nothing: reads a process's CPU time and peak RSS, and the machine's busy cores, from `/proc` (demo, benchmarks) |
 //! | [`demo`] | Event Grid and a user, for `scripts/demo`: runs all of the above around the real handler and checks the archive |
@@ -25,4 +26,5 @@ pub mod lambda;
 pub mod procstat;
 pub mod proxy;
 pub mod queue;
+pub mod shaper;
 pub mod sink;

@@ -73,6 +73,11 @@ pub struct AcsEmulatorConfig {
     pub bearer_token: Option<String>,
     /// Largest accepted difference between a request's date and the emulator's clock.
     pub max_skew: Duration,
+    /// The resource's host name as its clients know it (`<name>.communication.azure.com`),
+    /// for clients that reach the emulator through a proxy forwarding with the emulator's own
+    /// `Host` (the benchmark's shaper): requests are then signed for this name, as for the
+    /// service. `None`: the ACS listener's own address.
+    pub resource_host: Option<String>,
 }
 
 impl Default for AcsEmulatorConfig {
@@ -81,6 +86,7 @@ impl Default for AcsEmulatorConfig {
             access_key: DEFAULT_ACCESS_KEY.to_vec(),
             bearer_token: None,
             max_skew: MAX_SKEW,
+            resource_host: None,
         }
     }
 }
@@ -172,8 +178,11 @@ impl AcsEmulator {
         let storage = TcpListener::bind("127.0.0.1:0").await?;
         let (acs_addr, storage_addr) = (acs.local_addr()?, storage.local_addr()?);
         let state = Arc::new(State {
+            acs_authority: config
+                .resource_host
+                .clone()
+                .unwrap_or_else(|| acs_addr.to_string()),
             config,
-            acs_authority: acs_addr.to_string(),
             storage_authority: storage_addr.to_string(),
             recordings: Mutex::default(),
             faults: Mutex::default(),
@@ -210,9 +219,10 @@ impl AcsEmulator {
         format!("http://{}/", self.acs_addr)
     }
 
-    /// `127.0.0.1:<port>` of the ACS resource: the host every request must be signed for.
+    /// The host every request must be signed for: `127.0.0.1:<port>` of the ACS resource, or
+    /// the configured [`AcsEmulatorConfig::resource_host`].
     pub fn acs_authority(&self) -> String {
-        self.acs_addr.to_string()
+        self.state.acs_authority.clone()
     }
 
     /// `127.0.0.1:<port>` of the storage host.
@@ -227,11 +237,11 @@ impl AcsEmulator {
 
     /// `endpoint=...;accesskey=...` for this emulator.
     pub fn connection_string(&self) -> String {
-        format!(
-            "endpoint={};accesskey={}",
-            self.acs_endpoint(),
-            self.access_key_base64()
-        )
+        let endpoint = match &self.state.config.resource_host {
+            Some(host) => format!("https://{host}/"),
+            None => self.acs_endpoint(),
+        };
+        format!("endpoint={endpoint};accesskey={}", self.access_key_base64())
     }
 
     /// A value for `ACS_EXTRA_ALLOWED_HOSTS` that admits both servers.

@@ -2,12 +2,13 @@
 //!
 //! ```text
 //! acs-emulator [--recording ID:SIZE[:FORMAT[:SEED]]]... [--fault ID=SPEC]... [--key BASE64]
-//!              [--bearer TOKEN] [--sha256]
+//!              [--bearer TOKEN] [--sha256] [--resource-host NAME]
 //! ```
 //! SIZE takes `k`/`m`/`g` (KiB/MiB/GiB) suffixes; FORMAT is `mp4` (default), `mp3` or `wav`.
 //! Fault SPECs, applied in order to the recording's next requests: `503:N` (N times 503 with
 //! `Retry-After: 1`), `status:CODE`, `cut:BYTES`, `empty`, `html400`, `trickle:BYTES:MS`,
-//! `ignore-range`. Prints one JSON line (endpoints, key, connection string, URLs per recording)
+//! `ignore-range`. `--resource-host` names the resource as clients behind a proxy know it
+//! (requests are signed for it; the connection string names `https://NAME/`). Prints one JSON line (endpoints, key, connection string, URLs per recording)
 //! on stdout, then serves until killed.
 
 use std::process::ExitCode;
@@ -120,9 +121,10 @@ async fn run() -> Result<(), String> {
                     .map_err(|_| "--key must be base64".to_string())?
             }
             "--bearer" => config.bearer_token = Some(value()?),
+            "--resource-host" => config.resource_host = Some(value()?),
             "--sha256" => with_sha = true,
             "-h" | "--help" => {
-                println!("usage: acs-emulator [--recording ID:SIZE[:FORMAT[:SEED]]]... [--fault ID=SPEC]... [--key BASE64] [--bearer TOKEN] [--sha256]");
+                println!("usage: acs-emulator [--recording ID:SIZE[:FORMAT[:SEED]]]... [--fault ID=SPEC]... [--key BASE64] [--bearer TOKEN] [--sha256] [--resource-host NAME]");
                 return Ok(());
             }
             other => return Err(format!("unknown argument `{other}` (see --help)")),

@@ -1,0 +1,706 @@
+//! The network-shaped run (`--wan`): the same emulators as the loopback run, but every
+//! connection to ACS and to Blob Storage goes through a testkit [`Shaper`] that gives it its
+//! own bandwidth and round trip ([`Plan::acs_link`], [`Plan::blob_link`]), so throughput comes
+//! from concurrency as in Azure. Rows, side by side: the handler reading each chunk as 1
+//! (today's single stream), 2, 4 and 8 parallel ranges (`TRANSFER_PARALLEL_RANGES`), and
+//! Microsoft's Python SDKs as their docs show them (`download_recording` into `upload_blob`,
+//! `bench/python/sdk_pipeline.py`); then a 1.5 GiB chunk with 8 ranges for peak memory.
+//!
+//! Each row is judged against its **shaped limit**: the lower of what the ACS side can carry
+//! for the connections the row uses (per-connection rate x ranges) and what the Blob side can
+//! (per-connection rate x Put Blocks in flight). The Python row uses one connection on each
+//! side (`upload_blob` defaults to `max_concurrency=1`) and runs them one after the other.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use archiver_testkit::procstat;
+use archiver_testkit::shaper::Shaper;
+use archiver_testkit::sink::DiscardSink;
+use serde_json::json;
+
+use crate::archive::{self, AcsAccess, ArchiveTarget};
+use crate::children::{Emulator, PythonPipeline, Recording};
+use crate::plan::{Destination, Hashing, Options, Plan, MIB};
+use crate::report::{cpu_per_gib, summarize, Measurement, Usage, TARGET_PEAK_RSS};
+use crate::run::{self, Outcome};
+
+/// The ACS resource's host name in the run: what every client signs for. Never resolved.
+pub const RESOURCE_HOST: &str = "bench.communication.azure.com";
+/// The recording host the Python SDK is given (it accepts only ACS's own recording hosts);
+/// its transport sends requests for it to the ACS-side shaper. Never resolved.
+pub const RECORDING_HOST: &str = "bench.asm.skype.com";
+/// With ranges, throughput as a share of the shaped limit.
+pub const TARGET_LIMIT_RATIO: f64 = 0.9;
+/// The most ranges measured, against the Python SDK row.
+pub const TARGET_X_PYTHON: f64 = 3.0;
+/// The `TRANSFER_PARALLEL_RANGES` values measured.
+pub const RANGES: [usize; 4] = [1, 2, 4, 8];
+/// How long the Python process may take to import the SDKs and build its clients.
+const PYTHON_START_LIMIT: Duration = Duration::from_secs(60);
+
+/// What a row runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WanKind {
+    /// The handler, reading the chunk as `ranges` parallel ranges.
+    Handler {
+        /// `TRANSFER_PARALLEL_RANGES`.
+        ranges: usize,
+        /// Where it writes.
+        dest: Destination,
+    },
+    /// Microsoft's Python SDKs, into Azurite.
+    PythonSdk,
+}
+
+/// One row of the shaped table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WanRow {
+    /// The first column.
+    pub label: String,
+    /// What it runs.
+    pub kind: WanKind,
+    /// Chunk size in bytes.
+    pub size: u64,
+    /// Whether the peak-RSS target applies.
+    pub rss_target: bool,
+}
+
+/// The rows of a `--wan` run (those whose label contains `only`, when given).
+pub fn rows(plan: &Plan, only: Option<&str>) -> Vec<WanRow> {
+    let mut rows: Vec<WanRow> = RANGES
+        .iter()
+        .map(|&ranges| WanRow {
+            label: match ranges {
+                1 => "archive, 1 range (single stream) -> Azurite".to_string(),
+                n => format!("archive, {n} ranges -> Azurite"),
+            },
+            kind: WanKind::Handler {
+                ranges,
+                dest: Destination::Azurite,
+            },
+            size: plan.size,
+            rss_target: false,
+        })
+        .collect();
+    rows.push(WanRow {
+        label: "Python SDKs: download_recording -> upload_blob -> Azurite".into(),
+        kind: WanKind::PythonSdk,
+        size: plan.size,
+        rss_target: false,
+    });
+    let most = RANGES[RANGES.len() - 1];
+    rows.push(WanRow {
+        label: format!("archive, {most} ranges -> discard sink (memory)"),
+        kind: WanKind::Handler {
+            ranges: most,
+            dest: Destination::Discard,
+        },
+        size: plan.big_size,
+        rss_target: true,
+    });
+    rows.retain(|r| only.is_none_or(|text| r.label.contains(text)));
+    rows
+}
+
+/// The row's shaped limit in bytes per second: the lower of the ACS side's and the Blob
+/// side's aggregate caps for the connections it uses.
+pub fn shaped_limit(kind: WanKind, plan: &Plan) -> u64 {
+    let (sources, sinks) = match kind {
+        WanKind::Handler { ranges, .. } => (ranges, plan.parallel_blocks),
+        WanKind::PythonSdk => (1, 1),
+    };
+    plan.acs_link
+        .aggregate(sources)
+        .min(plan.blob_link.aggregate(sinks))
+}
+
+/// One run of one row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WanMeasurement {
+    /// Time, CPU, memory and the check, as in the loopback table.
+    pub measured: Measurement,
+    /// The most connections open at once to the ACS side and to the Blob side.
+    pub connections: (usize, usize),
+}
+
+/// The table: MB/s, shaped limit, ratio, ratio to the Python row, connections, CPU s/GiB and
+/// peak RSS per row, then the targets met and missed.
+pub fn render(plan: &Plan, rows: &[(WanRow, Vec<WanMeasurement>)]) -> String {
+    let summary: Vec<(&WanRow, Measurement, (usize, usize))> = rows
+        .iter()
+        .filter_map(|(row, runs)| {
+            let measured: Vec<Measurement> = runs.iter().map(|r| r.measured.clone()).collect();
+            let conns = runs.iter().map(|r| r.connections).max().unwrap_or((0, 0));
+            Some((row, summarize(&measured)?, conns))
+        })
+        .collect();
+    let python = summary
+        .iter()
+        .find(|(r, m, _)| r.kind == WanKind::PythonSdk && m.check.is_ok())
+        .map(|(r, m, _)| m.mbps(r.size));
+    let most_ranges = summary
+        .iter()
+        .filter_map(|(r, _, _)| match r.kind {
+            WanKind::Handler {
+                ranges,
+                dest: Destination::Azurite,
+            } => Some(ranges),
+            _ => None,
+        })
+        .max();
+    let width = summary
+        .iter()
+        .map(|(r, ..)| r.label.len())
+        .max()
+        .unwrap_or(10);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:>8}  {:>6}  {:>7}  {:>7}  {:>8}  {:>7}  {:>9}  {:>7}  {:<5}  targets",
+        "row",
+        "size MiB",
+        "MB/s",
+        "limit",
+        "x limit",
+        "x Python",
+        "conns",
+        "CPU s/GiB",
+        "RSS MiB",
+        "check"
+    );
+    let mut misses = Vec::new();
+    for (row, m, (acs_conns, blob_conns)) in &summary {
+        let mbps = m.mbps(row.size);
+        let limit = shaped_limit(row.kind, plan) as f64 / 1e6;
+        let ratio = mbps / limit;
+        let x_python = python.map(|p| mbps / p);
+        let ok = m.check.is_ok();
+        let mut targets = Vec::new();
+        let mut judge = |target: String, pass: bool| {
+            if !(ok && pass) {
+                misses.push(format!("{}: {target}", row.label));
+            }
+            targets.push(format!(
+                "{target} {}",
+                if ok && pass { "PASS" } else { "MISS" }
+            ));
+        };
+        if let WanKind::Handler { ranges, dest } = row.kind {
+            if ranges > 1 {
+                judge(
+                    format!("x limit>={TARGET_LIMIT_RATIO}"),
+                    ratio >= TARGET_LIMIT_RATIO,
+                );
+            }
+            if dest == Destination::Azurite && Some(ranges) == most_ranges && ranges > 1 {
+                judge(
+                    format!("x Python>={TARGET_X_PYTHON}"),
+                    x_python.is_some_and(|x| x >= TARGET_X_PYTHON),
+                );
+            }
+        }
+        if row.rss_target {
+            judge(
+                format!("RSS<={}MiB", TARGET_PEAK_RSS / MIB),
+                m.ours.is_some_and(|u| u.peak_rss <= TARGET_PEAK_RSS),
+            );
+        }
+        let _ =
+            writeln!(
+            out,
+            "{:<width$}  {:>8}  {:>6.1}  {:>7.1}  {:>7.2}  {:>8}  {:>7}  {:>9}  {:>7}  {:<5}  {}",
+            row.label,
+            row.size / MIB,
+            mbps,
+            limit,
+            ratio,
+            x_python.map_or("-".into(), |x| format!("{x:.1}")),
+            format!("{acs_conns}/{blob_conns}"),
+            m.ours
+                .map_or("-".into(), |u| format!("{:.2}", cpu_per_gib(u.cpu, row.size))),
+            m.ours
+                .map_or("-".into(), |u| format!("{:.1}", u.peak_rss as f64 / MIB as f64)),
+            if ok { "ok" } else { "FAIL" },
+            targets.join(", ")
+        );
+    }
+    if misses.is_empty() {
+        let _ = writeln!(out, "\nall targets met");
+    } else {
+        let _ = writeln!(out, "\ntargets missed:");
+        for miss in &misses {
+            let _ = writeln!(out, "  {miss}");
+        }
+    }
+    for (row, m, _) in &summary {
+        if let Err(e) = &m.check {
+            let _ = writeln!(out, "FAILED {}: {e}", row.label);
+        }
+    }
+    out
+}
+
+/// What the columns mean.
+const LEGEND: &str = "MB/s: 10^6 bytes/s, request to answer, through the shaping proxies. \
+    limit: the row's shaped limit, the lower of the ACS side's cap (per-connection rate x \
+    ranges; 1 for Python) and the Blob side's (per-connection rate x Put Blocks in flight; 1 \
+    for Python's upload_blob defaults). x limit: MB/s over it. x Python: MB/s over the Python \
+    SDK row's. conns: the most connections open at once to ACS / to Blob during the row. CPU \
+    s/GiB and RSS MiB: the handler's (or the Python process's) own, from /proc, a fresh \
+    process per row.";
+
+/// `endpoint` (`http://host:port/path`) with its authority replaced by `authority`.
+fn via(endpoint: &str, authority: &str) -> String {
+    let rest = endpoint.trim_start_matches("http://");
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    format!("http://{authority}{path}")
+}
+
+/// The socket address of `endpoint`'s authority (`http://127.0.0.1:port/...`).
+fn addr_of(endpoint: &str) -> Result<SocketAddr, String> {
+    let rest = endpoint.trim_start_matches("http://");
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority
+        .parse()
+        .map_err(|_| format!("`{endpoint}` is not a loopback address"))
+}
+
+/// Runs the shaped rows in order, one fresh Azurite (behind a fresh shaper) per Azurite row.
+pub async fn run(
+    options: &Options,
+    plan: &Plan,
+    handler_bin: &Path,
+    emulator_bin: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<Outcome, String> {
+    let rows = rows(plan, options.only.as_deref());
+    let python = match (
+        &options.python,
+        rows.iter().any(|r| r.kind == WanKind::PythonSdk),
+    ) {
+        (Some(p), true) => Some(p.clone()),
+        (None, true) => {
+            return Err(
+                "the Python SDK row needs --python (scripts/bench --wan installs the SDKs)".into(),
+            )
+        }
+        (_, false) => None,
+    };
+    let header = vec![
+        run::machine_line().await?,
+        format!(
+            "chunks: {} MiB ({} MiB for the memory row); handler: {} KiB blocks, {} in flight, \
+             SHA-256 on; {} round(s), medians shown",
+            plan.size / MIB,
+            plan.big_size / MIB,
+            plan.block_bytes / 1024,
+            plan.parallel_blocks,
+            plan.rounds
+        ),
+        format!(
+            "links, per connection and direction: ACS {:.1} MB/s, {} ms round trip; Blob {:.1} \
+             MB/s, {} ms round trip (testkit shaper; AZURE_ACS and AZURE_BLOB say where the \
+             defaults come from)",
+            plan.acs_link.bytes_per_sec as f64 / 1e6,
+            plan.acs_link.rtt.as_millis(),
+            plan.blob_link.bytes_per_sec as f64 / 1e6,
+            plan.blob_link.rtt.as_millis()
+        ),
+    ];
+    for line in &header {
+        log(line);
+    }
+
+    let document_id =
+        |round: usize, i: usize| format!("wan-{}-r{round}-row{i}", std::process::id());
+    let recordings: Vec<Recording> = (0..plan.rounds)
+        .flat_map(|round| {
+            rows.iter().enumerate().map(move |(i, r)| Recording {
+                document_id: document_id(round, i),
+                size: r.size,
+                seed: run::SEED,
+            })
+        })
+        .collect();
+    log("computing the expected SHA-256 of the recordings");
+    let digests = run::digests(rows.iter().map(|r| r.size)).await?;
+    let digest_of = |size: u64| digests.iter().find(|(s, _)| *s == size).map(|(_, d)| *d);
+
+    let emulator = Emulator::start(
+        emulator_bin,
+        &recordings,
+        Some(RESOURCE_HOST),
+        run::EMULATOR_START_LIMIT,
+    )
+    .await?;
+    let storage_addr: SocketAddr = emulator
+        .storage_authority
+        .parse()
+        .map_err(|_| format!("emulator storage at `{}`", emulator.storage_authority))?;
+    // The emulator checks `Host` against its own address, as a backend behind a front door.
+    let acs_shaper = Shaper::start(
+        storage_addr,
+        plan.acs_link,
+        Some(emulator.storage_authority.clone()),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let sink = DiscardSink::start().await.map_err(|e| e.to_string())?;
+    let sink_shaper = Shaper::start(addr_of(&sink.endpoint())?, plan.blob_link, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
+
+    let mut runs: Vec<Vec<WanMeasurement>> = vec![Vec::new(); rows.len()];
+    for round in 0..plan.rounds {
+        for (i, row) in rows.iter().enumerate() {
+            log(&format!(
+                "round {}/{}: {}",
+                round + 1,
+                plan.rounds,
+                row.label
+            ));
+            let document_id = document_id(round, i);
+            let container = format!("wan-{}-r{round}-{i}", std::process::id());
+            let azurite = match row.kind {
+                WanKind::Handler {
+                    dest: Destination::Discard,
+                    ..
+                } => None,
+                _ => Some(run::fresh_azurite(row.size, plan, &http).await?),
+            };
+            let blob_shaper = match &azurite {
+                Some(a) => Some(
+                    Shaper::start(addr_of(&a.blob_endpoint())?, plan.blob_link, None)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                ),
+                None => None,
+            };
+            let (blob_endpoint, queue_endpoint, blob_conns) = match (&azurite, &blob_shaper) {
+                (Some(a), Some(s)) => (
+                    via(&a.blob_endpoint(), &s.authority()),
+                    a.queue_endpoint(),
+                    s,
+                ),
+                // RecordingTransfer never touches the Queue service: the sink stands in.
+                _ => (
+                    via(&sink.endpoint(), &sink_shaper.authority()),
+                    sink.endpoint(),
+                    &sink_shaper,
+                ),
+            };
+            let storage = archive::connection_string(&blob_endpoint, &queue_endpoint);
+            acs_shaper.take_peak();
+            blob_conns.take_peak();
+            let measured = match row.kind {
+                WanKind::Handler { ranges, .. } => {
+                    let env = [("TRANSFER_PARALLEL_RANGES".to_string(), ranges.to_string())];
+                    let target = ArchiveTarget {
+                        connection_string: &storage,
+                        container: &container,
+                        document_id: &document_id,
+                        size: row.size,
+                        sha256: digest_of(row.size).filter(|_| Hashing::defaults().sha256),
+                        env: &env,
+                    };
+                    let acs =
+                        AcsAccess::new(&emulator, &document_id, Some(&acs_shaper.authority()))?;
+                    archive::run(
+                        handler_bin,
+                        &emulator,
+                        &acs,
+                        plan,
+                        Hashing::defaults(),
+                        &target,
+                        &http,
+                    )
+                    .await?
+                }
+                WanKind::PythonSdk => {
+                    let python = python.as_deref().ok_or("no --python")?;
+                    let direct = archive::connection_string(
+                        &azurite
+                            .as_ref()
+                            .map(|a| a.blob_endpoint())
+                            .unwrap_or_default(),
+                        &queue_endpoint,
+                    );
+                    python_row(PythonRow {
+                        python,
+                        emulator: &emulator,
+                        acs_route: &acs_shaper.authority(),
+                        document_id: &document_id,
+                        storage: &storage,
+                        direct_storage: &direct,
+                        container: &container,
+                        size: row.size,
+                        http: &http,
+                    })
+                    .await?
+                }
+            };
+            let connections = (acs_shaper.take_peak().0, blob_conns.take_peak().0);
+            log(&format!(
+                "  {:.1} MB/s in {:.2} s, {}/{} connections{}",
+                measured.mbps(row.size),
+                measured.elapsed.as_secs_f64(),
+                connections.0,
+                connections.1,
+                match &measured.check {
+                    Ok(()) => String::new(),
+                    Err(e) => format!(", FAILED: {e}"),
+                }
+            ));
+            runs[i].push(WanMeasurement {
+                measured,
+                connections,
+            });
+        }
+    }
+    let all_ok = runs.iter().flatten().all(|m| m.measured.check.is_ok());
+    let rows: Vec<(WanRow, Vec<WanMeasurement>)> = rows.into_iter().zip(runs).collect();
+    Ok(Outcome {
+        header,
+        table: render(plan, &rows),
+        legend: LEGEND,
+        all_ok,
+    })
+}
+
+/// What the Python row needs.
+struct PythonRow<'a> {
+    python: &'a Path,
+    emulator: &'a Emulator,
+    /// The ACS-side shaper, where the SDK's transport sends the recording host's requests.
+    acs_route: &'a str,
+    document_id: &'a str,
+    /// Through the Blob-side shaper, for the SDK.
+    storage: &'a str,
+    /// Straight to Azurite, for the set-up and the check.
+    direct_storage: &'a str,
+    container: &'a str,
+    size: u64,
+    http: &'a reqwest::Client,
+}
+
+/// Runs the Python SDK pipeline once and measures its process like a handler's.
+async fn python_row(row: PythonRow<'_>) -> Result<Measurement, String> {
+    let client = archive::blob_client(row.direct_storage, row.container, row.http.clone())?;
+    client.create_container().await.map_err(|e| e.to_string())?;
+    let blob = format!("{}.mp4", row.document_id);
+    let (content, ..) = row
+        .emulator
+        .urls_of(row.document_id)
+        .ok_or_else(|| format!("the emulator does not serve {}", row.document_id))?;
+    let recording_url = content.replacen(
+        &format!("http://{}", row.emulator.storage_authority),
+        &format!("https://{RECORDING_HOST}"),
+        1,
+    );
+    let settings = json!({
+        "acs_connection_string": row.emulator.connection_string,
+        "recording_url": recording_url,
+        "route": row.acs_route,
+        "blob_connection_string": row.storage,
+        "container": row.container,
+        "blob": blob,
+    });
+    let mut pipeline = PythonPipeline::start(row.python, &settings, PYTHON_START_LIMIT).await?;
+    let (pid, emulator_pid) = (pipeline.pid(), row.emulator.pid());
+    let cpu = |pid| procstat::process_cpu(pid).map_err(|e| format!("CPU of {pid}: {e}"));
+    let (cpu0, emu0, machine0) = (
+        cpu(pid)?,
+        cpu(emulator_pid)?,
+        procstat::machine().map_err(|e| e.to_string())?,
+    );
+    let started = Instant::now();
+    let done = pipeline.go(archive::row_limit(row.size)).await;
+    let elapsed = started.elapsed();
+    let (cpu1, emu1, machine1) = (
+        cpu(pid)?,
+        cpu(emulator_pid)?,
+        procstat::machine().map_err(|e| e.to_string())?,
+    );
+    let peak_rss = procstat::peak_rss(pid).map_err(|e| format!("python RSS: {e}"))?;
+    drop(pipeline);
+    let check = match done {
+        Err(e) => Err(e),
+        Ok(()) => match client.get_properties(&blob).await {
+            Ok(Some(p)) if p.content_length == row.size => Ok(()),
+            Ok(Some(p)) => Err(format!(
+                "{blob} holds {} bytes, not {}",
+                p.content_length, row.size
+            )),
+            Ok(None) => Err(format!("{blob} was not committed")),
+            Err(e) => Err(format!("checking {blob}: {e}")),
+        },
+    };
+    Ok(Measurement {
+        elapsed,
+        ours: Some(Usage {
+            cpu: cpu1.saturating_sub(cpu0),
+            peak_rss,
+        }),
+        emulator_cpu: Some(emu1.saturating_sub(emu0)),
+        busy_cores: machine1.busy_cores_since(&machine0),
+        check,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn plan(args: &[&str]) -> Plan {
+        let args = std::iter::once("archiver-bench")
+            .chain(std::iter::once("--wan"))
+            .chain(args.iter().copied());
+        Plan::new(&Options::parse_from(args))
+    }
+
+    #[test]
+    fn the_rows_are_ranges_1_to_8_the_python_sdks_and_a_big_chunk_for_memory() {
+        let plan = plan(&[]);
+        let rows = rows(&plan, None);
+        let kinds: Vec<WanKind> = rows.iter().map(|r| r.kind).collect();
+        let handler = |ranges, dest| WanKind::Handler { ranges, dest };
+        assert_eq!(
+            kinds,
+            vec![
+                handler(1, Destination::Azurite),
+                handler(2, Destination::Azurite),
+                handler(4, Destination::Azurite),
+                handler(8, Destination::Azurite),
+                WanKind::PythonSdk,
+                handler(8, Destination::Discard),
+            ]
+        );
+        assert!(rows[..5]
+            .iter()
+            .all(|r| r.size == 256 * MIB && !r.rss_target));
+        assert_eq!((rows[5].size, rows[5].rss_target), (1536 * MIB, true));
+        // `--only range` keeps the handler rows: what the quick test runs without Python.
+        let handler_only = super::rows(&plan, Some("range"));
+        assert_eq!(handler_only.len(), 5);
+        assert!(handler_only.iter().all(|r| r.kind != WanKind::PythonSdk));
+    }
+
+    #[test]
+    fn the_limit_is_the_lower_of_the_two_sides_for_the_connections_used() {
+        let plan = plan(&[
+            "--acs-mbps",
+            "10",
+            "--blob-mbps",
+            "30",
+            "--parallel-blocks",
+            "2",
+        ]);
+        let handler = |ranges| WanKind::Handler {
+            ranges,
+            dest: Destination::Azurite,
+        };
+        assert_eq!(shaped_limit(handler(1), &plan), 10_000_000);
+        assert_eq!(shaped_limit(handler(4), &plan), 40_000_000);
+        assert_eq!(
+            shaped_limit(handler(8), &plan),
+            60_000_000,
+            "2 Put Blocks x 30"
+        );
+        assert_eq!(shaped_limit(WanKind::PythonSdk, &plan), 10_000_000);
+    }
+
+    fn measured(secs: f64, rss_mib: u64) -> WanMeasurement {
+        WanMeasurement {
+            measured: Measurement {
+                elapsed: Duration::from_secs_f64(secs),
+                ours: Some(Usage {
+                    cpu: Duration::from_secs(1),
+                    peak_rss: rss_mib * MIB,
+                }),
+                emulator_cpu: None,
+                busy_cores: 1.0,
+                check: Ok(()),
+            },
+            connections: (1, 4),
+        }
+    }
+
+    #[test]
+    fn ranges_are_judged_against_the_limit_and_the_python_row() {
+        // 100 MB at 10 MB/s per ACS connection; Blob wide open.
+        let plan = plan(&[
+            "--size-mib",
+            "100",
+            "--acs-mbps",
+            "10",
+            "--blob-mbps",
+            "1000",
+        ]);
+        let all = rows(&plan, None);
+        let size = plan.size as f64;
+        let at = |mbps: f64| size / (mbps * 1e6);
+        let table = render(
+            &plan,
+            &[
+                (all[0].clone(), vec![measured(at(9.5), 30)]),
+                (all[1].clone(), vec![measured(at(19.0), 30)]),
+                (all[2].clone(), vec![measured(at(30.0), 30)]),
+                (all[3].clone(), vec![measured(at(76.0), 30)]),
+                (all[4].clone(), vec![measured(at(8.0), 300)]),
+                (all[5].clone(), vec![measured(10.0, 70)]),
+            ],
+        );
+        let line = |label: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(label))
+                .unwrap_or_else(|| panic!("no `{label}`:\n{table}"))
+                .to_string()
+        };
+        let single = line("archive, 1 range");
+        assert!(
+            !single.contains("x limit>="),
+            "one range is today's baseline: {single}"
+        );
+        assert!(
+            line("archive, 2 ranges").contains("x limit>=0.9 PASS"),
+            "{table}"
+        );
+        assert!(
+            line("archive, 4 ranges").contains("x limit>=0.9 MISS"),
+            "{table}"
+        );
+        let eight = line("archive, 8 ranges -> Azurite");
+        assert!(
+            eight.contains(" 0.95 ") && eight.contains("x Python>=3 PASS"),
+            "{eight}"
+        );
+        assert!(eight.contains("  9.5  "), "76 / 8 MB/s: {eight}");
+        assert!(
+            line("archive, 8 ranges -> discard").contains("RSS<=64MiB MISS"),
+            "{table}"
+        );
+        assert!(table.contains("targets missed:"), "{table}");
+    }
+
+    #[test]
+    fn endpoints_are_redirected_to_a_proxy() {
+        assert_eq!(
+            via("http://127.0.0.1:10000/devstoreaccount1", "127.0.0.1:5"),
+            "http://127.0.0.1:5/devstoreaccount1"
+        );
+        assert_eq!(
+            addr_of("http://127.0.0.1:10000/devstoreaccount1").unwrap(),
+            "127.0.0.1:10000".parse().unwrap()
+        );
+        assert!(addr_of("http://example.com/x").is_err());
+    }
+}
