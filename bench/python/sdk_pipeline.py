@@ -12,13 +12,16 @@ then waits for stdin to close (so the benchmark can read /proc before the proces
 
 Settings: `acs_connection_string` (endpoint=https://<resource host>/;accesskey=...),
 `recording_url` (an https URL on a recording host the SDK accepts), `route` (`host:port` of the
-proxy that stands for that recording host), `blob_connection_string`, `container`, `blob`.
+proxy that stands for that recording host), `blob_connection_string`, `blob_api_version`,
+`container`, `blob`.
 
 The one thing not as in production: the SDK accepts recording URLs only on ACS's own hosts
 over https (`recording_url_validator.py`), so the URL names such a host and the client's
 transport (azure-core's `RequestsTransport`, passed with the documented `transport=` keyword)
-sends requests for it over plain http to `route`. Nothing in the SDK is patched; signing,
-headers and the streaming are the SDK's own.
+sends requests for it over plain http to `route`. And the Blob client is given the Storage
+REST version the handler speaks (`api_version=`, a documented keyword), because Azurite refuses
+versions newer than it knows. Nothing in the SDKs is patched; signing, headers, block sizes and
+concurrency are the SDKs' own.
 """
 
 import json
@@ -55,7 +58,10 @@ def main():
         settings["acs_connection_string"], transport=RequestsTransport(session=session)
     )
     blob = BlobClient.from_connection_string(
-        settings["blob_connection_string"], settings["container"], settings["blob"]
+        settings["blob_connection_string"],
+        settings["container"],
+        settings["blob"],
+        api_version=settings["blob_api_version"],
     )
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
