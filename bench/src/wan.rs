@@ -41,6 +41,9 @@ pub const TARGET_X_PYTHON: f64 = 3.0;
 pub const RANGES: [usize; 4] = [1, 2, 4, 8];
 /// Ranges of the memory row: the handler's default, whose memory the 64 MiB target is about.
 pub const MEMORY_RANGES: usize = 4;
+/// The Storage REST version the handler sends (`src/storage/transport.rs`), given to the Python
+/// Blob client too: Azurite refuses the newer one the SDK sends by default.
+const BLOB_API_VERSION: &str = "2021-08-06";
 /// How long the Python process may take to import the SDKs and build its clients.
 const PYTHON_START_LIMIT: Duration = Duration::from_secs(60);
 
@@ -511,7 +514,7 @@ async fn python_row(row: PythonRow<'_>) -> Result<Measurement, String> {
         "recording_url": recording_url,
         "route": row.acs_route,
         "blob_connection_string": row.storage,
-        "blob_api_version": recording_archiver::storage::DEFAULT_API_VERSION,
+        "blob_api_version": BLOB_API_VERSION,
         "container": row.container,
         "blob": blob,
     });
