@@ -443,3 +443,38 @@ x"
     );
     assert_eq!(peek_queue(&poison).await, expected_poison);
 }
+
+#[tokio::test]
+async fn a_credential_that_may_not_set_index_tags_still_archives_untagged() {
+    let emu = emulator().await;
+    let doc = "0-wus-d5-notags";
+    emu.add_recording(doc, 2 * MIB, 5, RecordingFormat::Mp4);
+    let proxy = FaultProxy::start(&azurite().blob_endpoint()).await.unwrap();
+    // What a SAS without the `t` permission answers to a write carrying `x-ms-tags`.
+    proxy.inject(Fault::status(RequestKind::PutBlockList, 1, 403));
+    let mut env = handler_env(Some(&emu));
+    let storage = storage_at(&proxy.endpoint(), &azurite().queue_endpoint());
+    set(&mut env, "RECORDINGS_STORAGE", &storage);
+    set(&mut env, "ARCHIVE_MODE", "inline");
+    let h = start_handler(&env).await;
+    let (status, body) = post_event(
+        &h,
+        &ga_event(&emu, "evt-notags", "call-notags", &[doc], "Mp4"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(proxy.failed(RequestKind::PutBlockList), 1);
+    assert_eq!(
+        proxy.count(RequestKind::PutBlockList),
+        2,
+        "the refused commit is sent again once, without tags"
+    );
+    assert_archived(
+        &emu,
+        setting(&env, "RECORDINGS_CONTAINER"),
+        "call-notags",
+        &[doc],
+    )
+    .await;
+    wait_for_log(&h, "may not set blob index tags").await;
+}

@@ -2,6 +2,7 @@
 //! [`BlobBlockStore`] over [`BlobClient`]. Each wraps its client's error in [`TransferError`]
 //! as its source, so the client's own classification, status and request id stay with it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,7 +13,7 @@ use super::{BlockStore, ChunkReader, Committed, SourceStream, StoredBlob, Transf
 use crate::acs::{AcsClient, AcsError, ByteRange, Deleted, UrlPolicy};
 use crate::blob::{BlobClient, BlobCommitOptions, BlockId, CommitOutcome};
 use crate::catalog::tags::BlobTags;
-use crate::catalog::write::archive_headers;
+use crate::catalog::write::{archive_headers, TAGS};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ArchiveSettings;
 use crate::recording::ChunkJob;
@@ -113,6 +114,9 @@ pub struct BlobBlockStore {
     clock: Arc<dyn Clock>,
     /// Set once the container was seen to support version-level immutability (WORM writes).
     worm_ready: Arc<tokio::sync::OnceCell<()>>,
+    /// Set once a write carrying index tags was refused with 403: from then on blobs are
+    /// written without tags (see [`BlobBlockStore::write`]).
+    tags_refused: Arc<AtomicBool>,
 }
 
 impl BlobBlockStore {
@@ -123,6 +127,7 @@ impl BlobBlockStore {
             archive: ArchiveSettings::default(),
             clock: Arc::new(SystemClock),
             worm_ready: Arc::default(),
+            tags_refused: Arc::default(),
         }
     }
 
@@ -173,6 +178,51 @@ impl BlobBlockStore {
             metadata,
             if_none_match_star: true,
             headers: archive_headers(&self.archive, tags, self.clock.now()),
+        }
+    }
+
+    /// Runs a commit (`write`) with `options`, and once more without index tags when the
+    /// service refuses it with 403 while it carried tags. Tags are a search aid: a SAS without
+    /// the `t` (tags) permission, or a custom role without `blobs/tags/write`, refuses any write
+    /// that sets them, and retrying that write as it is would leave the chunk in ACS until its
+    /// 24 h retention deletes it. So the chunk is written untagged (`archiver find` will not
+    /// see it; `--prefix` and the manifest still do), and the refusal is logged once at error
+    /// with the permission to grant.
+    async fn write<F>(
+        &self,
+        blob: &str,
+        mut options: BlobCommitOptions,
+        write: impl Fn(BlobCommitOptions) -> F,
+    ) -> Result<CommitOutcome, TransferError>
+    where
+        F: std::future::Future<Output = Result<CommitOutcome, StorageError>>,
+    {
+        let tagged = |o: &BlobCommitOptions| o.headers.iter().any(|(name, _)| *name == TAGS);
+        if self.tags_refused.load(Ordering::Relaxed) {
+            options.headers.retain(|(name, _)| *name != TAGS);
+        }
+        match self.in_container(blob, || write(options.clone())).await {
+            Err(TransferError::Storage { source, .. })
+                if source.status() == Some(403) && tagged(&options) =>
+            {
+                options.headers.retain(|(name, _)| *name != TAGS);
+                let untagged = self.in_container(blob, || write(options.clone())).await?;
+                // Only a write that works without tags shows the tags were what was refused
+                // (a bad credential is refused either way, and stays an error).
+                if !self.tags_refused.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        blob,
+                        status = 403,
+                        code = source.error_code().unwrap_or(""),
+                        request_id = source.request_id().unwrap_or(""),
+                        "the storage credential may not set blob index tags: blobs are written \
+                         without them from now on, so `archiver find` will not list them; grant \
+                         the SAS the `t` permission or the identity `blobs/tags/write`"
+                    );
+                }
+                Ok(untagged)
+            }
+            other => other,
         }
     }
 
@@ -270,9 +320,12 @@ impl BlockStore for BlobBlockStore {
         Box::pin(async move {
             self.check_worm(blob).await?;
             let options = self.options(content_type, metadata, &tags);
-            self.in_container(blob, || self.client.put_block_list(blob, &ids, &options))
-                .await
-                .map(committed)
+            let ids = &ids;
+            self.write(blob, options, |options| async move {
+                self.client.put_block_list(blob, ids, &options).await
+            })
+            .await
+            .map(committed)
         })
     }
 
@@ -286,8 +339,9 @@ impl BlockStore for BlobBlockStore {
         Box::pin(async move {
             self.check_worm(blob).await?;
             let options = self.options(content_type, Vec::new(), &tags);
-            self.in_container(blob, || {
-                self.client.put_blob_small(blob, body.clone(), &options)
+            self.write(blob, options, |options| {
+                let body = body.clone();
+                async move { self.client.put_blob_small(blob, body, &options).await }
             })
             .await
             .map(committed)
