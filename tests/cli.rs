@@ -289,6 +289,19 @@ async fn verify_proves_an_archive_and_names_a_tampered_chunk() {
     }
     assert!(shown.contains("3 verified (9.3 MiB), 0 failed"), "{shown}");
     assert!(!shown.contains('\x1b'), "no colour in a pipe: {shown}");
+    // The same chunks, found by the call id in their index tags.
+    let (code, by_call) = verify(&env, &["--call", &call]).await;
+    assert_eq!(code, Some(0), "{by_call}");
+    assert!(
+        by_call.contains("3 verified (9.3 MiB), 0 failed"),
+        "{by_call}"
+    );
+    let (code, nothing) = verify(&env, &["--call", "no-such-call"]).await;
+    assert_eq!(code, Some(1), "{nothing}");
+    assert!(
+        nothing.contains("Nothing archived for call no-such-call."),
+        "{nothing}"
+    );
 
     // Same size, same metadata, one byte different: only the hash can tell.
     let client = archive_client(&env);
