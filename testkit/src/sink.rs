@@ -25,7 +25,13 @@ struct BlobState {
     committed: Option<Vec<(String, u64)>>,
     /// `x-ms-blob-content-type` and `x-ms-meta-*` of the last commit, as response headers.
     properties: Vec<(String, String)>,
+    /// The bytes of a small Put Blob (an archive record, a manifest), which the archiver reads
+    /// back; media is counted and dropped.
+    content: Option<Bytes>,
 }
+
+/// Put Blob bodies up to this size are kept and served back by Get Blob.
+const KEPT_BLOB_BYTES: u64 = 4 << 20;
 
 /// The headers a commit sets that Get Blob Properties returns: the content type (as
 /// `Content-Type`) and the metadata (names lower-cased, as the service stores them).
@@ -127,7 +133,7 @@ where
     let kind = RequestKind::classify(&method, path.as_str(), &query);
     *lock(&state.counts).entry(kind).or_default() += 1;
     let request_no = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    let keep_body = kind == RequestKind::PutBlockList;
+    let keep_body = matches!(kind, RequestKind::PutBlockList | RequestKind::PutBlob);
     let mut body = std::pin::pin!(body);
     let (mut len, mut kept) = (0u64, Vec::new());
     while let Some(chunk) = body.next().await {
@@ -142,7 +148,7 @@ where
         while chunk.has_remaining() {
             let piece = chunk.chunk();
             len += piece.len() as u64;
-            if keep_body {
+            if keep_body && len <= KEPT_BLOB_BYTES {
                 kept.extend_from_slice(piece);
             }
             let n = piece.len();
@@ -199,6 +205,7 @@ where
             blob.staged.clear();
             blob.committed = Some(vec![(String::new(), len)]);
             blob.properties = committed_properties(&headers);
+            blob.content = (len <= KEPT_BLOB_BYTES).then(|| Bytes::from(kept));
             reply(StatusCode::CREATED, request_no, None, Bytes::new())
         }
         RequestKind::PutBlockList => {
@@ -247,6 +254,7 @@ where
             blob.staged.clear();
             blob.committed = Some(committed);
             blob.properties = committed_properties(&headers);
+            blob.content = None;
             reply(StatusCode::CREATED, request_no, None, Bytes::new())
         }
         RequestKind::GetBlockList => {
@@ -300,6 +308,29 @@ where
                 response
             }
             None => reply(
+                StatusCode::NOT_FOUND,
+                request_no,
+                Some("BlobNotFound"),
+                Bytes::new(),
+            ),
+        },
+        // Small blobs are served whole (the archiver's reads of them are bounded well above
+        // their size); a missing blob is 404 as from the service; discarded media cannot be.
+        RequestKind::GetBlob => match blobs.get(&path) {
+            Some(BlobState {
+                committed: Some(_),
+                content: Some(content),
+                ..
+            }) => reply(StatusCode::OK, request_no, None, content.clone()),
+            Some(BlobState {
+                committed: Some(_), ..
+            }) => reply(
+                StatusCode::BAD_REQUEST,
+                request_no,
+                Some("UnsupportedByDiscardSink"),
+                Bytes::new(),
+            ),
+            _ => reply(
                 StatusCode::NOT_FOUND,
                 request_no,
                 Some("BlobNotFound"),
