@@ -68,7 +68,7 @@ pub fn object<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Result<T, String> {
     serde_json::from_str(raw.get()).map_err(|e| e.to_string())
 }
 
-/// Why [`array`] refused a value.
+/// Why [`array()`] refused a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArrayError {
     /// Not an array; says what it is.

@@ -26,7 +26,7 @@
 //! | [`eventgrid`] | Event Grid and CloudEvents delivery schemas, handshakes, classification (pure) |
 //! | [`app`] | what one webhook delivery or one queued transfer message does and answers; the [`app::ChunkArchiver`] seam |
 //! | [`wiring`] | builds the app from settings once at start-up: clients, credentials, archivers |
-//! | [`cli`] | the operator's tool `archiver`: check, replay, verify, written for people at a terminal |
+//! | [`cli`] | the operator's tool `archiver`: check, replay, find, verify, written for people at a terminal |
 //! | [`host`] | the front ends: Azure Functions custom handler (warp routes, invocation envelope, log lines at the host's severities), AWS Lambda |
 //!
 //! The binaries in `src/bin/` only read settings, build the app and serve it: `handler` (Azure
