@@ -24,7 +24,6 @@ use recording_archiver::queue::QueueError;
 use recording_archiver::recording::ChunkJob;
 use recording_archiver::storage::StorageError;
 use recording_archiver::wiring;
-use reqwest::Method;
 use serde_json::{json, Value};
 use warp::test::RequestBuilder;
 
@@ -750,30 +749,13 @@ async fn an_invocation_without_a_readable_message_is_400() {
 // ---------------------------------------------------------------------------------------------
 // The process itself.
 
-/// Posts to the handler process as the Functions host forwards a delivery.
-async fn post_to(h: &HandlerProcess, aeg: &str, body: &str) -> (u16, Value) {
-    let r = h
-        .forward(Method::POST, "RecordingWebhook")
-        .header("Content-Type", "application/json")
-        .header("aeg-event-type", aeg)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    let answer =
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
-    (status, answer)
-}
-
 /// The real binary in its default queue mode, end to end: the delivery's chunks are jobs in
 /// Azurite's queue, and the log names each chunk.
 #[tokio::test]
 async fn a_delivery_reaches_the_azurite_queue_through_the_handler_process() {
     let env = support::handler_env(None);
     let h = support::start_handler(&env).await;
-    let (status, body) = post_to(&h, "Notification", GA_THREE_CHUNKS).await;
+    let (status, body) = support::post_as(&h, "Notification", GA_THREE_CHUNKS).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["chunks"]["enqueued"], 3, "{body}");
     let queued = support::peek_queue(support::setting(&env, "TRANSFER_QUEUE")).await;
@@ -790,10 +772,10 @@ async fn secrets_never_reach_the_logs() {
     // Azurite's account key, the ACS key, the function key in ?code= and the token in the
     // validation URL are all secrets.
     let h = handler_with_log("trace").await;
-    post_to(&h, "SubscriptionValidation", VALIDATION).await;
-    post_to(&h, "Notification", GA).await;
-    post_to(&h, "SubscriptionValidation", VALIDATION).await;
-    post_to(&h, "Notification", "[1").await;
+    support::post_as(&h, "SubscriptionValidation", VALIDATION).await;
+    support::post_as(&h, "Notification", GA).await;
+    support::post_as(&h, "SubscriptionValidation", VALIDATION).await;
+    support::post_as(&h, "Notification", "[1").await;
     // Both requests were answered and logged; only then is the log complete enough to check.
     support::wait_for_log(&h, "delivery refused").await;
     let logs = h.output();

@@ -238,11 +238,17 @@ pub async fn deliver(host: &archiver_testkit::host::FunctionsHost, events: Value
 /// Posts the delivery `body` to the handler's webhook as the Functions host forwards an Event
 /// Grid notification; returns the status and the JSON answer (panics if it is not JSON).
 pub async fn post_delivery(h: &HandlerProcess, body: String) -> (u16, Value) {
+    post_as(h, "Notification", body).await
+}
+
+/// Posts `body` to the handler process as the Functions host forwards a delivery whose
+/// `aeg-event-type` is `aeg`; the answer must be JSON.
+pub async fn post_as(h: &HandlerProcess, aeg: &str, body: impl Into<String>) -> (u16, Value) {
     let r = h
         .forward(reqwest::Method::POST, "RecordingWebhook")
         .header("Content-Type", "application/json")
-        .header("aeg-event-type", "Notification")
-        .body(body)
+        .header("aeg-event-type", aeg)
+        .body(body.into())
         .send()
         .await
         .unwrap();
