@@ -108,6 +108,18 @@ pub fn verdicts(spec: &RowSpec, m: &Measurement, ceiling: Option<f64>) -> Vec<Ve
     out
 }
 
+/// The verdict footer of a table: every missed target, one per line, or that all were met.
+pub fn write_misses(out: &mut String, misses: &[String]) {
+    if misses.is_empty() {
+        let _ = writeln!(out, "\nall targets met");
+    } else {
+        let _ = writeln!(out, "\ntargets missed:");
+        for miss in misses {
+            let _ = writeln!(out, "  {miss}");
+        }
+    }
+}
+
 /// CPU seconds per GiB moved.
 pub fn cpu_per_gib(cpu: Duration, bytes: u64) -> f64 {
     cpu.as_secs_f64() / (bytes as f64 / GIB)
@@ -232,14 +244,7 @@ pub fn render(rows: &[(RowSpec, Vec<Measurement>)]) -> String {
             targets.join(", ")
         );
     }
-    if misses.is_empty() {
-        let _ = writeln!(out, "\nall targets met");
-    } else {
-        let _ = writeln!(out, "\ntargets missed:");
-        for miss in &misses {
-            let _ = writeln!(out, "  {miss}");
-        }
-    }
+    write_misses(&mut out, &misses);
     for failure in &failures {
         let _ = writeln!(out, "FAILED {failure}");
     }

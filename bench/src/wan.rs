@@ -232,14 +232,7 @@ pub fn render(plan: &Plan, rows: &[(WanRow, Vec<WanMeasurement>)]) -> String {
             targets.join(", ")
         );
     }
-    if misses.is_empty() {
-        let _ = writeln!(out, "\nall targets met");
-    } else {
-        let _ = writeln!(out, "\ntargets missed:");
-        for miss in &misses {
-            let _ = writeln!(out, "  {miss}");
-        }
-    }
+    crate::report::write_misses(&mut out, &misses);
     for (row, m, _) in &summary {
         if let Err(e) = &m.check {
             let _ = writeln!(out, "FAILED {}: {e}", row.label);
