@@ -27,7 +27,11 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(25);
 /// How many fresh ports a launch tries. The host passes the port in
 /// `FUNCTIONS_CUSTOMHANDLER_PORT` and the worker binds it itself, so a port can be taken
 /// between [`free_port`] releasing it and the worker binding it; the worker then exits saying
-/// "address already in use", and the launch starts it again on another port.
+/// "address already in use", and the launch starts it again on another port. The real host
+/// picks the port the same way (`WorkerUtilities.GetUnusedTcpPort`, bind port 0 and release,
+/// called from `HttpWorkerOptionsSetup`), so it has the same race; how and when it starts a
+/// worker again after such an exit is not confirmed (`docs/protocols.md` §8), and the
+/// emulator's immediate retry is a test-harness convenience, not a claim about the host.
 const PORT_ATTEMPTS: usize = 5;
 
 /// How long a worker that exited may take to close its output pipes.
