@@ -128,13 +128,15 @@ async fn a_handler_killed_mid_transfer_is_restarted_and_the_message_resumes() {
     let container = container(&env);
     let record: Value =
         serde_json::from_slice(&read_blob(&container, &format!("{name}.json")).await).unwrap();
-    let resumed = record["archive"]["resumedFromByte"].as_u64().unwrap();
+    // Ranges run in parallel, so the blocks staged before the kill need not be the leading
+    // ones: what counts is how many were kept, wherever they sit.
+    let reused = record["archive"]["reusedStagedBytes"].as_u64().unwrap();
     assert!(
-        resumed >= 3 * MIB,
-        "resumed after the staged blocks: {record}"
+        reused >= 3 * MIB,
+        "kept the blocks staged before the kill: {record}"
     );
     assert!(
-        (proxy.count(RequestKind::PutBlock) as u64) <= staged + (total - resumed) / MIB,
+        (proxy.count(RequestKind::PutBlock) as u64) <= staged + (total - reused) / MIB,
         "staged blocks were not sent again"
     );
     assert_eq!(
