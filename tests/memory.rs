@@ -307,8 +307,8 @@ fn replay_streams_a_dead_letter_file_in_bounded_memory() {
 /// A 300 MiB chunk whose download is cut three times and refused once with a 503 and
 /// `Retry-After` is archived whole, each resume from the next byte, by a handler whose peak
 /// stays under [`LIMIT`]: it streams in 1 MiB blocks, two in flight, and a buffered chunk
-/// would add 300 MiB. One range at a time (`TRANSFER_PARALLEL_RANGES=1`), so that the cuts
-/// meet the ranges in a known order. The blocks go to the discarding sink, so no Blob service holds them
+/// would add 300 MiB. One range (`TRANSFER_PARALLEL_RANGES=1`): one stream, so each cut
+/// lands at a known byte. The blocks go to the discarding sink, so no Blob service holds them
 /// (`tests/acs_download.rs` checks the same download byte for byte).
 #[tokio::test]
 async fn a_300_mib_chunk_cut_three_times_is_archived_in_bounded_memory() {
@@ -358,34 +358,20 @@ async fn a_300_mib_chunk_cut_three_times_is_archived_in_bounded_memory() {
         .filter(|r| r.target.contains("/content/video"))
         .map(|r| (r.status, r.range().map(str::to_string)))
         .collect();
-    // Read as ranges of whole blocks (4 MiB), one at a time: each cut resumes within its
-    // range (`tests/acs_download.rs` checks the exact resume ranges).
+    // One range reads the chunk as one stream: each cut resumes it from the next byte, the
+    // 503 is retried after its Retry-After.
+    let from = |a: u64| Some(format!("bytes={a}-"));
     assert_eq!(
-        media.iter().filter(|(s, _)| *s == 503).count(),
-        1,
-        "{media:?}"
-    );
-    assert!(
-        media
-            .iter()
-            .all(|(s, r)| *s == 503 || (*s == 206 && r.is_some())),
-        "{media:?}"
-    );
-    let range = |a: u64, b: u64| Some(format!("bytes={a}-{b}"));
-    let four = 4 * ONE_MIB;
-    assert_eq!(
-        media[..5],
+        media,
         [
-            (206, range(0, four - 1)),
-            (503, range(cut1, four - 1)),
-            (206, range(cut1, four - 1)),
-            // The second cut fell past that range's end; the third cuts the next range.
-            (206, range(four, 2 * four - 1)),
-            (206, range(four + cut3, 2 * four - 1)),
+            (200, None),
+            (503, from(cut1)),
+            (206, from(cut1)),
+            (206, from(cut1 + cut2)),
+            (206, from(cut1 + cut2 + cut3)),
         ],
         "{media:?}"
     );
-    assert_eq!(media.len(), (CHUNK / four) as usize + 3, "{media:?}");
     let blob = format!(
         "/{ACCOUNT}/{}/2026/11/24/call-big/000-{doc}.mp4",
         setting(&env, "RECORDINGS_CONTAINER")

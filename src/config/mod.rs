@@ -73,7 +73,7 @@ pub struct TransferSettings {
     /// `TRANSFER_PARALLEL_BLOCKS`: Put Block requests in flight per chunk. Default 4.
     pub parallel_blocks: usize,
     /// `TRANSFER_PARALLEL_RANGES`: ranged GETs from ACS in flight per chunk; 1 reads the
-    /// chunk as one stream after another, in order. Default 4: one HTTPS stream runs at a
+    /// chunk as one stream (one per run of missing blocks when resuming). Default 4: one HTTPS stream runs at a
     /// per-connection rate with a round trip per request, so throughput comes from
     /// concurrency (Microsoft's .NET SDK reads recordings with 5 parallel ranges,
     /// `docs/protocols.md` §2.5), while the hash, computed in order, holds the blocks of every
@@ -119,6 +119,17 @@ impl TransferSettings {
     /// Blocks per ranged read: the fewest whole blocks that make [`MIN_RANGE_BYTES`].
     pub fn range_blocks(&self) -> usize {
         MIN_RANGE_BYTES.div_ceil(self.block_bytes).max(1)
+    }
+
+    /// Most blocks one request asks for: [`range_blocks`](Self::range_blocks) when ranges run
+    /// in parallel; unbounded with one range, which reads each run of missing blocks as one
+    /// stream (no round trip between ranges, and nothing to order for the hash).
+    pub(crate) fn request_blocks(&self) -> u64 {
+        if self.parallel_ranges == 1 {
+            u64::MAX
+        } else {
+            self.range_blocks() as u64
+        }
     }
 
     /// Most blocks one chunk's transfer holds at once: `parallel_blocks` being staged,

@@ -2,6 +2,7 @@
 //! commit create-only, check the size, write the record.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use serde_json::Value;
 
@@ -9,13 +10,15 @@ use super::blocks::{BlockTag, MAX_BLOCKS};
 use super::hash::hex;
 use super::origin::{media_metadata, ArchiveSource};
 use super::plan::{first_range, BlockRange, Layout, Plan};
-use super::pump::Copying;
+use super::pump::{Copying, Opened};
 use super::record::{ArchiveRecord, Provenance, Started};
+use super::ChunkReader;
 use super::{Committed, Transfer, TransferError, TransferReport};
 use crate::acs::{ByteRange, CheckedChunk};
 use crate::blob::BlockId;
 use crate::catalog::tags::{BlobKind, BlobTags};
 use crate::recording::{ChunkJob, FormatHints, MediaFormat};
+use url::Url;
 
 impl Transfer {
     /// Copies one chunk's media and writes its record.
@@ -38,7 +41,7 @@ impl Transfer {
             ..FormatHints::default()
         });
         let block = self.settings.block_bytes as u64;
-        let range_blocks = self.settings.range_blocks() as u64;
+        let range_blocks = self.settings.request_blocks();
         let read_kept = self.settings.sha256;
         // Without a format from the event or the metadata, the response's Content-Type names
         // it; the read made to learn it is used if the plan starts with it.
@@ -48,15 +51,12 @@ impl Transfer {
                 first: 0,
                 end: range_blocks,
             };
-            let stream = self
-                .reader
-                .open(job, media_url, bytes_of(asked, block))
-                .await?;
+            let stream = Opened::open(&*self.reader, job, media_url, asked, block).await?;
             format = MediaFormat::infer(FormatHints {
-                http_content_type: stream.content_type.as_deref(),
+                http_content_type: stream.stream.content_type.as_deref(),
                 ..FormatHints::default()
             });
-            opened = Some((asked, stream));
+            opened = Some(stream);
         }
         let names = job.blob_names(&self.template, format);
         let blocks_of = BlockTag::of(&chunk.source);
@@ -79,15 +79,11 @@ impl Transfer {
             Some(opened) => opened,
             None => {
                 let asked = first_range(staged_size, block, read_kept, range_blocks);
-                let stream = self
-                    .reader
-                    .open(job, media_url, bytes_of(asked, block))
-                    .await?;
-                (asked, stream)
+                Opened::open(&*self.reader, job, media_url, asked, block).await?
             }
         };
         let layout = Layout {
-            total: opened.1.total_len,
+            total: opened.stream.total_len,
             block,
         };
         let total = layout.total;
@@ -193,10 +189,51 @@ impl Transfer {
 }
 
 /// The bytes of `range` before the chunk's length is known (a server ends a range at the
-/// object's end).
+/// object's end); an unbounded range (one stream) is open-ended.
 fn bytes_of(range: BlockRange, block: u64) -> ByteRange {
     ByteRange {
         start: range.first * block,
-        end: Some(range.end * block),
+        end: range.end.checked_mul(block),
+    }
+}
+
+impl Opened {
+    /// Opens `asked` (its length not known yet), timing how long the answer took.
+    async fn open(
+        reader: &dyn ChunkReader,
+        job: &ChunkJob,
+        media: &Url,
+        asked: BlockRange,
+        block: u64,
+    ) -> Result<Opened, TransferError> {
+        let asked_at = Instant::now();
+        let stream = reader.open(job, media, bytes_of(asked, block)).await?;
+        Ok(Opened {
+            range: asked,
+            stream,
+            answered_in: asked_at.elapsed(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unbounded_first_read_is_open_ended() {
+        let one_stream = BlockRange {
+            first: 3,
+            end: u64::MAX,
+        };
+        assert_eq!(
+            bytes_of(one_stream, 10),
+            ByteRange {
+                start: 30,
+                end: None
+            }
+        );
+        let ranged = BlockRange { first: 3, end: 5 };
+        assert_eq!(bytes_of(ranged, 10).end, Some(50));
     }
 }

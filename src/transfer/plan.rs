@@ -6,6 +6,7 @@
 //! kept blocks are read again for the hash only (Blob Storage cannot read back uncommitted
 //! blocks), and not staged again.
 
+use super::blocks::MAX_BLOCKS;
 use crate::acs::ByteRange;
 
 /// A chunk of `total` bytes cut into blocks of `block` bytes (the last one shorter).
@@ -100,7 +101,9 @@ impl Plan {
 
 /// The first read, made before the chunk's length is known (its answer tells it): the plan's
 /// first range as far as it can be told from the staged blocks alone, assuming every staged
-/// block is whole. From block 0 when kept blocks are read too.
+/// block is whole. From block 0 when kept blocks are read too. `range_blocks` may be
+/// unbounded (`u64::MAX`: one stream); the search for the next staged block stops at
+/// [`MAX_BLOCKS`], past which no chunk goes.
 pub(super) fn first_range(
     staged: impl Fn(u64) -> Option<u64>,
     block: u64,
@@ -108,10 +111,11 @@ pub(super) fn first_range(
     range_blocks: u64,
 ) -> BlockRange {
     let whole = |i: u64| !read_kept && staged(i) == Some(block);
-    let first = (0..).find(|i| !whole(*i)).unwrap_or(0);
-    let end = (first + 1..first + range_blocks.max(1))
+    let first = (0..MAX_BLOCKS).find(|i| !whole(*i)).unwrap_or(MAX_BLOCKS);
+    let limit = first.saturating_add(range_blocks.max(1));
+    let end = (first + 1..limit.min(MAX_BLOCKS))
         .find(|i| whole(*i))
-        .unwrap_or(first + range_blocks.max(1));
+        .unwrap_or(limit);
     BlockRange { first, end }
 }
 
@@ -199,5 +203,31 @@ mod tests {
         };
         assert_eq!(first_range(staged(&all), B, false, 4).first, 2);
         assert!(Plan::new(layout, staged(&all), false, 4).ranges.is_empty());
+    }
+
+    #[test]
+    fn one_range_reads_each_run_of_missing_blocks_as_one_stream() {
+        let layout = Layout {
+            total: 95,
+            block: B,
+        };
+        let one_stream = u64::MAX;
+        let fresh = Plan::new(layout, |_| None, false, one_stream);
+        assert_eq!(ranges(&fresh), vec![(0, 10)]);
+        assert_eq!(
+            first_range(|_| None, B, false, one_stream),
+            BlockRange {
+                first: 0,
+                end: one_stream
+            }
+        );
+        // Resuming: one stream per gap, the first stopping before the next staged block.
+        let s = [(0, 10), (3, 10), (4, 10)];
+        let plan = Plan::new(layout, staged(&s), false, one_stream);
+        assert_eq!(ranges(&plan), vec![(1, 3), (5, 10)]);
+        assert_eq!(
+            first_range(staged(&s), B, false, one_stream),
+            BlockRange { first: 1, end: 3 }
+        );
     }
 }

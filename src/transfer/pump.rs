@@ -8,13 +8,21 @@
 //! many; hashed blocks still being staged are at most `parallel_blocks`; one more waits to be
 //! handed to the stager. Hence [`TransferSettings::max_blocks_in_memory`], flat in chunk size.
 //! Without the hash there is no order to wait for: each reader holds one block.
+//!
+//! A ranged read costs a round trip before its first byte. So that a reader's link does not
+//! idle for it between ranges, each reader asks for its next range about one round trip
+//! before its current range ends ([`Lead`]: the current range's rate times how long the last
+//! answer took), the way a pipelined connection would; the new answer's bytes start as the
+//! old ones end, so a reader holds two connections for about a round trip per range and
+//! never reads from both at once.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 use url::Url;
 
 use super::blocks::BlockTag;
@@ -48,23 +56,64 @@ struct Shared<'a> {
 
 struct Queue {
     next: usize,
-    opened: Option<(BlockRange, SourceStream)>,
+    opened: Option<Opened>,
+}
+
+/// A ranged read whose answer has come: the range, its stream, and how long the answer took
+/// (which is about when to ask for the next one).
+pub(super) struct Opened {
+    pub(super) range: BlockRange,
+    pub(super) stream: SourceStream,
+    pub(super) answered_in: Duration,
 }
 
 impl Shared<'_> {
     /// The next range to read, with its stream if it is the one already opened.
-    fn next_range(&self) -> Option<(BlockRange, Option<SourceStream>)> {
+    fn next_range(&self) -> Option<(BlockRange, Option<Opened>)> {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let range = *self.copying.plan.ranges.get(queue.next)?;
         queue.next += 1;
         let opened = match queue.opened.take() {
-            Some((asked, stream)) if asked.first == range.first && asked.end >= range.end => {
-                Some(stream)
+            Some(o) if o.range.first == range.first && o.range.end >= range.end => {
+                Some(Opened { range, ..o })
             }
             // The plan starts elsewhere (a staged block turned out short): not needed.
             _ => None,
         };
         Some((range, opened))
+    }
+}
+
+/// When to ask for a reader's next range: once the bytes left in the current one would take
+/// no longer than the last answer took to come, at the rate the current one runs.
+#[derive(Debug)]
+struct Lead {
+    left: u64,
+    answered_in: Duration,
+    started: Instant,
+    read: u64,
+}
+
+impl Lead {
+    fn new(bytes: u64, answered_in: Duration, started: Instant) -> Lead {
+        Lead {
+            left: bytes,
+            answered_in,
+            started,
+            read: 0,
+        }
+    }
+
+    /// Counts `n` more bytes read at `now`; true once the next range is due.
+    fn due(&mut self, n: u64, now: Instant) -> bool {
+        self.read += n;
+        self.left = self.left.saturating_sub(n);
+        let elapsed = now.saturating_duration_since(self.started).as_secs_f64();
+        if self.left == 0 || elapsed <= 0.0 {
+            return self.left == 0;
+        }
+        let rate = self.read as f64 / elapsed;
+        (self.left as f64) <= rate * self.answered_in.as_secs_f64()
     }
 }
 
@@ -81,7 +130,7 @@ impl Transfer {
     pub(super) async fn pump(
         &self,
         copying: Copying<'_>,
-        opened: (BlockRange, SourceStream),
+        opened: Opened,
     ) -> Result<Option<[u8; 32]>, TransferError> {
         let settings = self.settings;
         let opened = Some(opened);
@@ -128,65 +177,125 @@ impl Transfer {
         }
     }
 
-    /// One reader: takes ranges until none is left, cuts each into blocks, hands the blocks
-    /// to be staged (unless kept) and hashed.
+    /// One reader: takes ranges until none is left, asking for each next one while it reads
+    /// the current one (see [`Lead`]).
     async fn read_ranges(
         &self,
         shared: &Shared<'_>,
         stager: mpsc::Sender<(u64, Bytes)>,
     ) -> Result<(), TransferError> {
-        let Copying {
-            job,
-            media,
-            layout,
-            plan,
-            ..
-        } = shared.copying;
         let mut hashed = shared.hasher.as_ref().map(ChunkHasher::hashed);
-        while let Some((range, opened)) = shared.next_range() {
-            let stream = match opened {
-                Some(stream) => stream,
-                None => self.reader.open(job, media, layout.bytes(range)).await?,
+        let Some(mut current) = self.next_opened(shared).await? else {
+            return Ok(());
+        };
+        loop {
+            let (due, ask) = oneshot::channel::<()>();
+            let read = self.read_range(shared, current, due, &stager, &mut hashed);
+            // The read drops `due` when it ends, so the next range is asked for by then at
+            // the latest.
+            let ahead = async {
+                let _ = ask.await;
+                self.next_opened(shared).await
             };
-            // Each range's answer must be of the same object, from where it was asked.
-            if stream.total_len != layout.total || stream.offset != range.first * layout.block {
+            let ((), next) = futures_util::future::try_join(read, ahead).await?;
+            match next {
+                Some(next) => current = next,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Takes the next range and opens it (unless it is the read already answered), timing
+    /// the answer.
+    async fn next_opened(&self, shared: &Shared<'_>) -> Result<Option<Opened>, TransferError> {
+        let Some((range, opened)) = shared.next_range() else {
+            return Ok(None);
+        };
+        if let Some(opened) = opened {
+            return Ok(Some(opened));
+        }
+        let Copying {
+            job, media, layout, ..
+        } = shared.copying;
+        let asked_at = Instant::now();
+        let stream = self.reader.open(job, media, layout.bytes(range)).await?;
+        Ok(Some(Opened {
+            range,
+            stream,
+            answered_in: asked_at.elapsed(),
+        }))
+    }
+
+    /// Reads one range, cuts it into blocks, hands the blocks to be staged (unless kept) and
+    /// hashed; says on `due` when the next range should be asked for.
+    async fn read_range(
+        &self,
+        shared: &Shared<'_>,
+        opened: Opened,
+        due: oneshot::Sender<()>,
+        stager: &mpsc::Sender<(u64, Bytes)>,
+        hashed: &mut Option<watch::Receiver<u64>>,
+    ) -> Result<(), TransferError> {
+        let Copying {
+            job, layout, plan, ..
+        } = shared.copying;
+        let Opened {
+            range,
+            stream,
+            answered_in,
+        } = opened;
+        // Each range's answer must be of the same object, from where it was asked.
+        if stream.total_len != layout.total || stream.offset != range.first * layout.block {
+            return Err(TransferError::SizeMismatch {
+                index: job.index,
+                document_id: job.document_id.clone(),
+                expected: layout.total,
+                actual: stream.total_len,
+            });
+        }
+        let bytes = layout.bytes(range);
+        let span = bytes.end.unwrap_or(layout.total) - bytes.start;
+        let mut lead = Lead::new(span, answered_in, Instant::now());
+        let mut due = Some(due);
+        let body = stream
+            .body
+            .inspect(move |part| {
+                if let Ok(part) = part {
+                    if due.is_some() && lead.due(part.len() as u64, Instant::now()) {
+                        due.take().map(|due| due.send(()));
+                    }
+                }
+            })
+            .boxed();
+        let mut blocks = Blocks {
+            body,
+            pending: Bytes::new(),
+            pool: &shared.pool,
+        };
+        for index in range.first..range.end {
+            if let Some(hashed) = hashed {
+                let window = shared.window;
+                // The hasher ends only after every reader: an error here cannot happen.
+                let _ = hashed.wait_for(|done| index < done + window).await;
+            }
+            let size = layout.size_of(index) as usize;
+            let Some(data) = blocks.next(size).await? else {
                 return Err(TransferError::SizeMismatch {
                     index: job.index,
                     document_id: job.document_id.clone(),
                     expected: layout.total,
-                    actual: stream.total_len,
+                    actual: index * layout.block,
+                });
+            };
+            if !plan.kept[index as usize] && stager.send((index, data.clone())).await.is_err() {
+                // The stager stopped on an error, which is the one reported.
+                return Err(TransferError::Incomplete {
+                    blob: shared.copying.blob.to_string(),
+                    reason: "block staging stopped",
                 });
             }
-            let mut blocks = Blocks {
-                body: stream.body,
-                pending: Bytes::new(),
-                pool: &shared.pool,
-            };
-            for index in range.first..range.end {
-                if let Some(hashed) = &mut hashed {
-                    let window = shared.window;
-                    // The hasher ends only after every reader: an error here cannot happen.
-                    let _ = hashed.wait_for(|done| index < done + window).await;
-                }
-                let size = layout.size_of(index) as usize;
-                let Some(data) = blocks.next(size).await? else {
-                    return Err(TransferError::SizeMismatch {
-                        index: job.index,
-                        document_id: job.document_id.clone(),
-                        expected: layout.total,
-                        actual: index * layout.block,
-                    });
-                };
-                if !plan.kept[index as usize] && stager.send((index, data.clone())).await.is_err() {
-                    // The stager stopped on an error, which is the one reported.
-                    return Err(TransferError::Incomplete {
-                        blob: shared.copying.blob.to_string(),
-                        reason: "block staging stopped",
-                    });
-                }
-                if let Some(h) = &shared.hasher {
-                    h.feed(index, data);
-                }
+            if let Some(h) = &shared.hasher {
+                h.feed(index, data);
             }
         }
         Ok(())
@@ -294,4 +403,37 @@ fn staged(
             source,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn the_next_range_is_due_one_answer_time_before_the_current_one_ends() {
+        let t0 = Instant::now();
+        // 1,000 bytes; answers took 30 ms; the range runs at 10 bytes per ms.
+        let mut lead = Lead::new(1_000, 30 * MS, t0);
+        assert!(!lead.due(500, t0 + 50 * MS), "500 left: 50 ms to go");
+        assert!(!lead.due(150, t0 + 65 * MS), "350 left: 35 ms to go");
+        assert!(
+            lead.due(100, t0 + 75 * MS),
+            "250 left: 25 ms, less than an answer"
+        );
+    }
+
+    #[test]
+    fn the_next_range_is_due_at_the_end_at_the_latest() {
+        let t0 = Instant::now();
+        // Answers that come at once (loopback, fakes): due only with the last byte.
+        let mut lead = Lead::new(100, Duration::ZERO, t0);
+        assert!(!lead.due(99, t0 + MS));
+        assert!(lead.due(1, t0 + 2 * MS));
+        // No time measured yet: only the end counts.
+        let mut lead = Lead::new(100, 30 * MS, t0);
+        assert!(!lead.due(50, t0));
+        assert!(lead.due(50, t0));
+    }
 }
