@@ -78,8 +78,10 @@ pub fn invocation(text: &str) -> Value {
     json!({"Data": {"job": Value::String(text.to_string()).to_string()}, "Metadata": {"DequeueCount": 1}})
 }
 
-/// How the handler of one row reaches the ACS emulator.
+/// How the handler of one row reaches one recording in the ACS emulator.
 pub struct AcsAccess {
+    /// The recording.
+    pub document_id: String,
     /// `ACS_CONNECTION_STRING`.
     pub connection_string: String,
     /// `ACS_EXTRA_ALLOWED_HOSTS`.
@@ -104,6 +106,7 @@ impl AcsAccess {
             None => url.to_string(),
         };
         Ok(AcsAccess {
+            document_id: document_id.to_string(),
             connection_string: emulator.connection_string.clone(),
             extra_allowed_hosts: match via {
                 Some(proxy) => proxy.to_string(),
@@ -120,9 +123,7 @@ pub struct ArchiveTarget<'a> {
     pub connection_string: &'a str,
     /// A container no other row uses.
     pub container: &'a str,
-    /// The recording to archive.
-    pub document_id: &'a str,
-    /// Its size.
+    /// The size of each recording.
     pub size: u64,
     /// Its SHA-256, when the row computes one.
     pub sha256: Option<[u8; 32]>,
@@ -130,17 +131,19 @@ pub struct ArchiveTarget<'a> {
     pub env: &'a [(String, String)],
 }
 
-/// Archives one chunk with a fresh handler and measures it. `Err` means the row could not run
-/// at all; a transfer that ran but did not check out is a measurement with a failed check.
+/// Archives the recordings of `chunks` (one chunk each, all at once, as the host runs several
+/// queue messages at once) with a fresh handler and measures it. `Err` means the row could not
+/// run at all; a transfer that ran but did not check out is a measurement with a failed check.
 pub async fn run(
     handler_bin: &Path,
     emulator: &Emulator,
-    acs: &AcsAccess,
+    chunks: &[AcsAccess],
     plan: &Plan,
     hashing: Hashing,
     target: &ArchiveTarget<'_>,
     http: &reqwest::Client,
 ) -> Result<Measurement, String> {
+    let acs = chunks.first().ok_or("no recording to archive")?;
     let mut env: Vec<(String, String)> = vec![
         ("RUST_LOG".into(), "warn".into()),
         ("RECORDINGS_STORAGE".into(), target.connection_string.into()),
@@ -161,14 +164,19 @@ pub async fn run(
     env.extend(plan.overrides.iter().cloned());
     let handler = Handler::start(handler_bin, &env, http, HANDLER_START_LIMIT).await?;
 
-    let (content, metadata, delete) = &acs.urls;
-    let message = recording_event(
-        target.container,
-        target.document_id,
-        (content, metadata, delete),
-    )
-    .to_string();
-    let limit = row_limit(target.size);
+    let messages: Vec<String> = chunks
+        .iter()
+        .map(|acs| {
+            let (content, metadata, delete) = &acs.urls;
+            recording_event(
+                &acs.document_id,
+                &acs.document_id,
+                (content, metadata, delete),
+            )
+            .to_string()
+        })
+        .collect();
+    let limit = row_limit(target.size * chunks.len() as u64);
     let pid = handler.pid();
     let emulator_pid = emulator.pid();
     let read = |what: &str, r: std::io::Result<Duration>| r.map_err(|e| format!("{what}: {e}"));
@@ -178,19 +186,17 @@ pub async fn run(
         procstat::machine().map_err(|e| e.to_string())?,
     );
     let started = Instant::now();
-    let answer = http
-        .post(handler.url("/RecordingTransfer"))
-        .json(&invocation(&message))
-        .timeout(limit)
-        .send()
-        .await;
-    let answer = match answer {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            r.text().await.map(|body| (status, body))
-        }
-        Err(e) => Err(e),
-    };
+    let answers = futures_util::future::join_all(messages.iter().map(|message| async {
+        let answer = http
+            .post(handler.url("/RecordingTransfer"))
+            .json(&invocation(message))
+            .timeout(limit)
+            .send()
+            .await?;
+        let status = answer.status().as_u16();
+        answer.text().await.map(|body| (status, body))
+    }))
+    .await;
     let elapsed = started.elapsed();
     let (cpu1, emu1, machine1) = (
         read("handler CPU", procstat::process_cpu(pid))?,
@@ -199,20 +205,24 @@ pub async fn run(
     );
     let peak_rss = procstat::peak_rss(pid).map_err(|e| format!("handler RSS: {e}"))?;
 
-    let check = match answer {
-        Err(e) => Err(format!(
-            "RecordingTransfer: {e}\nhandler output:\n{}",
-            handler.output()
-        )),
-        // The answer's Logs summarise the message: one chunk, freshly archived.
-        Ok((200, body)) if body.contains("archived 1, already archived 0, failed 0") => {
-            verify(&message, target, http.clone()).await
-        }
-        Ok((status, body)) => Err(format!(
-            "RecordingTransfer answered {status}: {body}\nhandler output:\n{}",
-            handler.output()
-        )),
-    };
+    let mut check = Ok(());
+    for (message, answer) in messages.iter().zip(answers) {
+        let checked = match answer {
+            Err(e) => Err(format!(
+                "RecordingTransfer: {e}\nhandler output:\n{}",
+                handler.output()
+            )),
+            // The answer's Logs summarise the message: one chunk, freshly archived.
+            Ok((200, body)) if body.contains("archived 1, already archived 0, failed 0") => {
+                verify(message, target, http.clone()).await
+            }
+            Ok((status, body)) => Err(format!(
+                "RecordingTransfer answered {status}: {body}\nhandler output:\n{}",
+                handler.output()
+            )),
+        };
+        check = check.and(checked);
+    }
     drop(handler);
     Ok(Measurement {
         elapsed,

@@ -280,13 +280,12 @@ async fn measure(
                     Destination::Discard => sink_storage,
                 },
                 container: &row.container,
-                document_id: row.document_id,
                 size: spec.size,
                 sha256: row.sha256.filter(|_| hashing.sha256),
                 env: &[],
             };
             let acs = archive::AcsAccess::new(emulator, row.document_id, None)?;
-            archive::run(handler_bin, emulator, &acs, plan, hashing, &target, http).await
+            archive::run(handler_bin, emulator, &[acs], plan, hashing, &target, http).await
         }
     }
 }

@@ -71,8 +71,9 @@ fn a_quick_run_measures_and_checks_every_row() {
 
 /// The shaped run on its cheapest rows (the Python row needs the SDKs that `scripts/bench
 /// --wan` installs, so it is left to that command): the handler signs for the resource's
-/// name through the ACS-side shaper, writes through the Blob-side shaper, and the table
-/// shows the shaped limit and the connections used.
+/// name through the ACS-side shaper, writes through the Blob-side shaper (six chunks at once
+/// in one handler for the capacity row), and the table shows the shaped limit and the
+/// connections used.
 #[test]
 fn a_quick_wan_run_archives_through_both_shapers() {
     let (stdout, stderr) = quick_run(&["--wan", "--only", "4 ranges"]);
@@ -88,6 +89,12 @@ fn a_quick_wan_run_archives_through_both_shapers() {
         // The limit of 4 ranges at the default links: 4 x 12.5 MB/s from ACS.
         assert!(line.contains("  50.0  "), "{line}");
     }
+    // Six chunks at once, each with its 4 ranges: 24 x 12.5 MB/s.
+    let six = stdout
+        .lines()
+        .find(|l| l.starts_with("archive, 6 chunks at once, 4 ranges"))
+        .unwrap_or_else(|| panic!("no capacity row:\n{stdout}\n{stderr}"));
+    assert!(six.contains(" ok ") && six.contains("  300.0  "), "{six}");
     assert!(stdout.contains("links, per connection"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
 }

@@ -208,10 +208,12 @@ impl Opened {
     ) -> Result<Opened, TransferError> {
         let asked_at = Instant::now();
         let stream = reader.open(job, media, bytes_of(asked, block)).await?;
+        let answered_at = Instant::now();
         Ok(Opened {
             range: asked,
             stream,
-            answered_in: asked_at.elapsed(),
+            answered_in: answered_at - asked_at,
+            answered_at,
         })
     }
 }

@@ -59,12 +59,14 @@ struct Queue {
     opened: Option<Opened>,
 }
 
-/// A ranged read whose answer has come: the range, its stream, and how long the answer took
-/// (which is about when to ask for the next one).
+/// A ranged read whose answer has come: the range, its stream, how long the answer took
+/// (which is about when to ask for the next one) and when it came (the stream's bytes flow
+/// from then, read or not, so its rate counts from then).
 pub(super) struct Opened {
     pub(super) range: BlockRange,
     pub(super) stream: SourceStream,
     pub(super) answered_in: Duration,
+    pub(super) answered_at: Instant,
 }
 
 impl Shared<'_> {
@@ -219,10 +221,12 @@ impl Transfer {
         } = shared.copying;
         let asked_at = Instant::now();
         let stream = self.reader.open(job, media, layout.bytes(range)).await?;
+        let answered_at = Instant::now();
         Ok(Some(Opened {
             range,
             stream,
-            answered_in: asked_at.elapsed(),
+            answered_in: answered_at - asked_at,
+            answered_at,
         }))
     }
 
@@ -243,6 +247,7 @@ impl Transfer {
             range,
             stream,
             answered_in,
+            answered_at,
         } = opened;
         // Each range's answer must be of the same object, from where it was asked.
         if stream.total_len != layout.total || stream.offset != range.first * layout.block {
@@ -255,7 +260,9 @@ impl Transfer {
         }
         let bytes = layout.bytes(range);
         let span = bytes.end.unwrap_or(layout.total) - bytes.start;
-        let mut lead = Lead::new(span, answered_in, Instant::now());
+        // A stream asked for ahead has been filling the connection's buffers since its answer
+        // came; counting its rate from the first read would take that backlog for speed.
+        let mut lead = Lead::new(span, answered_in, answered_at);
         let mut due = Some(due);
         let body = stream
             .body
