@@ -19,7 +19,7 @@ use recording_archiver::blob::{
 use recording_archiver::config::{storage, Secret};
 use recording_archiver::disposition::Disposition;
 use recording_archiver::retry::{FixedJitter, RetryPolicy};
-use recording_archiver::storage::{StorageAuth, StorageError};
+use recording_archiver::storage::{Payload, StorageAuth, StorageError};
 use support::azurite;
 use url::Url;
 
@@ -268,16 +268,23 @@ async fn connection_string_settings_build_a_working_client() {
 }
 
 #[tokio::test]
-async fn blob_503_through_fault_proxy_is_retried_and_succeeds() {
+async fn blob_503_through_fault_proxy_is_retried_with_the_same_parts_and_succeeds() {
     fresh_container("flaky").await;
     let proxy = FaultProxy::start(&azurite().blob_endpoint()).await.unwrap();
     let c = client(&proxy.endpoint(), "flaky", shared_key());
     proxy.inject(Fault::status(RequestKind::PutBlock, 2, 503).with_retry_after(0));
     proxy.inject(Fault::status(RequestKind::PutBlockList, 1, 500));
 
-    let data = Bytes::from(vec![7u8; 4096]);
+    // A block in three parts, as the network delivered it: signed with its whole length,
+    // checked against its MD5 by the service, and sent again in full on each retry.
+    let data = Bytes::from((0..4096u32).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+    let parts = vec![
+        data.slice(..1000),
+        data.slice(1000..1001),
+        data.slice(1001..),
+    ];
     let id = BlockId::from_index(0);
-    c.put_block("b.mp3", &id, data.clone(), Some(md5(&data)))
+    c.put_block("b.mp3", &id, Payload::from(parts), Some(md5(&data)))
         .await
         .unwrap();
     assert_eq!(
@@ -297,6 +304,7 @@ async fn blob_503_through_fault_proxy_is_retried_and_succeeds() {
     // HEAD through the proxy keeps its Content-Length.
     let props = c.get_properties("b.mp3").await.unwrap().unwrap();
     assert_eq!(props.content_length, 4096);
+    assert_eq!(c.get_blob_small("b.mp3", 8192).await.unwrap(), Some(data));
 }
 
 #[tokio::test]

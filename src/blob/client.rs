@@ -30,7 +30,7 @@ use crate::config::storage::StorageSettings;
 use crate::identity::TokenSource;
 use crate::retry::{Jitter, RetryPolicy};
 use crate::storage::transport::{Request, Response};
-use crate::storage::{AuthError, StorageAuth, StorageError, Transport};
+use crate::storage::{AuthError, Payload, StorageAuth, StorageError, Transport};
 
 /// Largest Put Blob body (version 2019-12-12 and later); bigger uploads must use blocks.
 pub(crate) const MAX_PUT_BLOB_BYTES: usize = 5000 * 1024 * 1024;
@@ -141,14 +141,14 @@ impl BlobClient {
         }
     }
 
-    /// Put Block: stages `data` as block `block_id` of `blob`, with an explicit
-    /// `Content-Length` and, when given, a `Content-MD5` the service checks (400 on mismatch).
+    /// Put Block: stages `data` (its parts as they are, never joined) as block `block_id` of
+    /// `blob`, with an explicit `Content-Length` and, when given, a `Content-MD5` the service checks (400 on mismatch).
     /// Staging the same id again replaces the block.
     pub async fn put_block(
         &self,
         blob: &str,
         block_id: &BlockId,
-        data: Bytes,
+        data: impl Into<Payload>,
         content_md5: Option<[u8; 16]>,
     ) -> Result<(), StorageError> {
         let query = format!(

@@ -7,6 +7,7 @@
 //! | file | job |
 //! |---|---|
 //! | `auth.rs` | [`StorageAuth`]: the pure SharedKey string-to-sign, SAS, bearer |
+//! | `payload.rs` | [`Payload`]: a request body of several `Bytes`, sent without joining them |
 //! | `transport.rs` | `Transport`: one request sent with its version, re-authorized and retried per attempt |
 //! | `error.rs` | [`StorageError`] (status, error code, request id, source) and the parsing of error answers (pure) |
 //! | `xml.rs` | the tag scanner, the `<Error>` body, escaping (pure) |
@@ -16,9 +17,11 @@
 
 mod auth;
 mod error;
+mod payload;
 pub(crate) mod transport;
 pub(crate) mod xml;
 
 pub use auth::{AuthError, StorageAuth};
 pub use error::StorageError;
+pub use payload::Payload;
 pub(crate) use transport::Transport;

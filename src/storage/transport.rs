@@ -16,6 +16,7 @@ use url::Url;
 
 use super::auth::{redact_url, StorageAuth, MS_VERSION};
 use super::error::{header, ServiceAnswer, StorageError, MS_REQUEST_ID};
+use super::payload::Payload;
 use crate::clock::{Clock, SystemClock};
 use crate::retry::{
     is_retryable_status, parse_retry_after, Backoff, Jitter, RandomJitter, RetryPolicy,
@@ -76,7 +77,7 @@ pub(crate) struct Request {
     pub(crate) method: Method,
     pub(crate) url: Url,
     pub(crate) headers: HeaderMap,
-    pub(crate) body: Option<Bytes>,
+    pub(crate) body: Option<Payload>,
     /// Error statuses that come back as a [`Response`] instead of an error.
     pub(crate) expected: &'static [StatusCode],
 }
@@ -94,9 +95,10 @@ impl Request {
         self
     }
 
-    /// Sets the body (sent with its `Content-Length`).
-    pub(crate) fn body(mut self, body: Bytes) -> Self {
-        self.body = Some(body);
+    /// Sets the body (sent with its `Content-Length`, never chunked; every attempt sends the
+    /// same parts again).
+    pub(crate) fn body(mut self, body: impl Into<Payload>) -> Self {
+        self.body = Some(body.into());
         self
     }
 
@@ -252,7 +254,7 @@ impl Transport {
                 attempt_request
                     .headers_mut()
                     .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-                *attempt_request.body_mut() = Some(body.clone().into());
+                *attempt_request.body_mut() = Some(body.clone().into_body());
             }
             self.auth
                 .authorize(&mut attempt_request, self.clock.now())
@@ -357,6 +359,7 @@ mod tests {
         version: Option<String>,
         date: Option<String>,
         content_length: Option<String>,
+        transfer_encoding: Option<String>,
         body: Bytes,
     }
 
@@ -383,6 +386,7 @@ mod tests {
                         version: text("x-ms-version"),
                         date: text("x-ms-date"),
                         content_length: text("content-length"),
+                        transfer_encoding: text("transfer-encoding"),
                         body,
                     });
                     let (status, headers, body) =
@@ -465,6 +469,26 @@ mod tests {
             assert!(s.date.is_some());
             assert_eq!(s.content_length.as_deref(), Some("5"));
             assert_eq!(s.body, Bytes::from_static(b"hello"));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_of_several_parts_goes_length_delimited_and_whole_on_every_attempt() {
+        let (endpoint, seen) = server(vec![(503, vec![], ""), (201, vec![], "")]).await;
+        let t = transport(endpoint);
+        let parts = ["hel", "lo ", "world"].map(|p| Bytes::from_static(p.as_bytes()));
+        let request = t
+            .request("Put Block", "b", Method::PUT, "c/b", "comp=block")
+            .unwrap()
+            .body(Payload::from(Vec::from(parts)));
+        assert_eq!(t.send(&request).await.unwrap().attempts, 2);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        for s in seen.iter() {
+            // Put Block refuses `Transfer-Encoding: chunked`.
+            assert_eq!(s.transfer_encoding, None);
+            assert_eq!(s.content_length.as_deref(), Some("11"));
+            assert_eq!(s.body, Bytes::from_static(b"hello world"));
         }
     }
 

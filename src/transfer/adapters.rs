@@ -17,7 +17,7 @@ use crate::catalog::write::{archive_headers, TAGS};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ArchiveSettings;
 use crate::recording::ChunkJob;
-use crate::storage::StorageError;
+use crate::storage::{Payload, StorageError};
 use futures_util::future::BoxFuture;
 
 /// Reads chunks from ACS.
@@ -300,7 +300,7 @@ impl BlockStore for BlobBlockStore {
         &'a self,
         blob: &'a str,
         id: BlockId,
-        data: Bytes,
+        data: Payload,
         md5: Option<[u8; 16]>,
     ) -> BoxFuture<'a, Result<(), TransferError>> {
         Box::pin(async move {

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
+
+use crate::storage::Payload;
 
 /// SHA-256 of a chunk whose blocks arrive in any order: blocks wait here until the ones
 /// before them are in, then go to a thread that hashes them so hashing overlaps the network.
@@ -20,18 +21,18 @@ pub(super) struct ChunkHasher {
 
 struct Order {
     next: u64,
-    waiting: BTreeMap<u64, Bytes>,
-    tx: Option<std::sync::mpsc::Sender<Bytes>>,
+    waiting: BTreeMap<u64, Payload>,
+    tx: Option<std::sync::mpsc::Sender<Payload>>,
 }
 
 impl ChunkHasher {
     pub(super) fn spawn() -> ChunkHasher {
-        let (tx, rx) = std::sync::mpsc::channel::<Bytes>();
+        let (tx, rx) = std::sync::mpsc::channel::<Payload>();
         let (count, hashed) = watch::channel(0u64);
         let done = std::thread::spawn(move || {
             let mut h = Sha256::new();
             for block in rx {
-                h.update(&block);
+                block.parts().iter().for_each(|part| h.update(part));
                 drop(block);
                 count.send_modify(|n| *n += 1);
             }
@@ -49,7 +50,7 @@ impl ChunkHasher {
     }
 
     /// Hands over block `index`; it is hashed once every block before it is.
-    pub(super) fn feed(&self, index: u64, block: Bytes) {
+    pub(super) fn feed(&self, index: u64, block: Payload) {
         let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
         order.waiting.insert(index, block);
         loop {
@@ -85,9 +86,11 @@ impl ChunkHasher {
     }
 }
 
-pub(super) fn md5_digest(data: &[u8]) -> [u8; 16] {
+pub(super) fn md5_digest(data: &Payload) -> [u8; 16] {
     use md5::Digest as _;
-    md5::Md5::digest(data).into()
+    let mut md5 = md5::Md5::new();
+    data.parts().iter().for_each(|part| md5.update(part));
+    md5.finalize().into()
 }
 
 pub(super) fn hex(bytes: &[u8]) -> String {

@@ -33,7 +33,6 @@
 //! | `plan.rs` | which blocks are kept, which ranges to read (pure) |
 //! | `pump.rs` | ranges read in parallel, cut into blocks, staged a bounded number at a time |
 //! | `blocks.rs` | block ids and the block-count limit |
-//! | `pool.rs` | reused block buffers |
 //! | `hash.rs` | the chunk's SHA-256 in block order on its own thread, blocks' `Content-MD5` |
 //! | `origin.rs` | what a media blob records about its source, and the check against a job |
 //! | `record.rs` | the archive record `<media>.json` and its [`Provenance`](record::Provenance) |
@@ -48,7 +47,6 @@ mod finish;
 mod hash;
 mod origin;
 mod plan;
-mod pool;
 mod pump;
 mod record;
 mod release;

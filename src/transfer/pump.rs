@@ -28,11 +28,11 @@ use url::Url;
 use super::blocks::BlockTag;
 use super::hash::{md5_digest, ChunkHasher};
 use super::plan::{BlockRange, Layout, Plan};
-use super::pool::BlockPool;
 use super::{BlockStore, SourceStream, Transfer, TransferError};
 use crate::blob::BlockId;
 use crate::config::TransferSettings;
 use crate::recording::ChunkJob;
+use crate::storage::Payload;
 
 /// One copy's inputs.
 pub(super) struct Copying<'a> {
@@ -49,7 +49,6 @@ struct Shared<'a> {
     copying: &'a Copying<'a>,
     queue: Mutex<Queue>,
     hasher: Option<ChunkHasher>,
-    pool: BlockPool,
     /// Blocks a reader may be ahead of the hash.
     window: u64,
 }
@@ -145,10 +144,9 @@ impl Transfer {
             copying: &copying,
             queue: Mutex::new(Queue { next: 0, opened }),
             hasher: settings.sha256.then(ChunkHasher::spawn),
-            pool: BlockPool::new(settings.block_bytes, settings.max_blocks_in_memory()),
             window: (settings.parallel_ranges * settings.range_blocks()) as u64,
         };
-        let (tx, rx) = mpsc::channel::<(u64, Bytes)>(1);
+        let (tx, rx) = mpsc::channel::<(u64, Payload)>(1);
         let readers = async {
             let all = (0..readers).map(|_| self.read_ranges(&shared, tx.clone()));
             let result = futures_util::future::try_join_all(all).await;
@@ -184,7 +182,7 @@ impl Transfer {
     async fn read_ranges(
         &self,
         shared: &Shared<'_>,
-        stager: mpsc::Sender<(u64, Bytes)>,
+        stager: mpsc::Sender<(u64, Payload)>,
     ) -> Result<(), TransferError> {
         let mut hashed = shared.hasher.as_ref().map(ChunkHasher::hashed);
         let Some(mut current) = self.next_opened(shared).await? else {
@@ -237,7 +235,7 @@ impl Transfer {
         shared: &Shared<'_>,
         opened: Opened,
         due: oneshot::Sender<()>,
-        stager: &mpsc::Sender<(u64, Bytes)>,
+        stager: &mpsc::Sender<(u64, Payload)>,
         hashed: &mut Option<watch::Receiver<u64>>,
     ) -> Result<(), TransferError> {
         let Copying {
@@ -274,11 +272,7 @@ impl Transfer {
                 }
             })
             .boxed();
-        let mut blocks = Blocks {
-            body,
-            pending: Bytes::new(),
-            pool: &shared.pool,
-        };
+        let mut blocks = Blocks::new(body);
         for index in range.first..range.end {
             if let Some(hashed) = hashed {
                 let window = shared.window;
@@ -309,37 +303,37 @@ impl Transfer {
     }
 }
 
-/// A range's bytes cut into blocks.
-struct Blocks<'a> {
+/// A range's bytes cut into blocks. A block is the network's reads themselves (the one that
+/// straddles a boundary split without copying), so no byte is copied between the socket it came
+/// from and the one it leaves by.
+struct Blocks {
     body: BoxStream<'static, Result<Bytes, TransferError>>,
     pending: Bytes,
-    pool: &'a BlockPool,
 }
 
-impl Blocks<'_> {
-    /// The next `size` bytes, or `None` if the stream ends first. A network read that holds
-    /// the whole block is used as it is; otherwise reads are copied into a pooled buffer.
-    async fn next(&mut self, size: usize) -> Result<Option<Bytes>, TransferError> {
-        let mut buf: Option<Vec<u8>> = None;
-        loop {
+impl Blocks {
+    fn new(body: BoxStream<'static, Result<Bytes, TransferError>>) -> Blocks {
+        Blocks {
+            body,
+            pending: Bytes::new(),
+        }
+    }
+
+    /// The next `size` bytes, or `None` if the stream ends first.
+    async fn next(&mut self, size: usize) -> Result<Option<Payload>, TransferError> {
+        let mut block = Payload::default();
+        while block.len() < size {
             if self.pending.is_empty() {
                 match self.body.next().await {
                     Some(Ok(part)) => self.pending = part,
                     Some(Err(e)) => return Err(e),
                     None => return Ok(None),
                 }
-                continue;
             }
-            if buf.is_none() && self.pending.len() >= size {
-                return Ok(Some(self.pending.split_to(size)));
-            }
-            let b = buf.get_or_insert_with(|| self.pool.take());
-            let take = (size - b.len()).min(self.pending.len());
-            b.extend_from_slice(&self.pending.split_to(take));
-            if b.len() == size {
-                return Ok(buf.take().map(|b| self.pool.freeze(b)));
-            }
+            let take = (size - block.len()).min(self.pending.len());
+            block.push(self.pending.split_to(take));
         }
+        Ok(Some(block))
     }
 }
 
@@ -351,7 +345,7 @@ async fn stage_all(
     blob: Arc<str>,
     blocks_of: BlockTag,
     settings: TransferSettings,
-    mut blocks: mpsc::Receiver<(u64, Bytes)>,
+    mut blocks: mpsc::Receiver<(u64, Payload)>,
 ) -> Result<(), TransferError> {
     let mut inflight = tokio::task::JoinSet::new();
     let mut failed = None;
@@ -385,7 +379,7 @@ async fn stage(
     store: Arc<dyn BlockStore>,
     blob: Arc<str>,
     id: BlockId,
-    data: Bytes,
+    data: Payload,
     content_md5: bool,
 ) -> Result<(), TransferError> {
     let md5 = if content_md5 {

@@ -11,6 +11,7 @@ use crate::acs::{ByteRange, Deleted, UrlPolicy};
 use crate::blob::BlockId;
 use crate::catalog::tags::BlobTags;
 use crate::recording::ChunkJob;
+use crate::storage::Payload;
 use futures_util::future::BoxFuture;
 
 /// The media stream from ACS, from some offset.
@@ -80,12 +81,12 @@ pub(crate) trait BlockStore: Send + Sync {
         &'a self,
         blob: &'a str,
     ) -> BoxFuture<'a, Result<Vec<(BlockId, u64)>, TransferError>>;
-    /// Stages one block.
+    /// Stages one block, its parts sent as they are.
     fn stage_block<'a>(
         &'a self,
         blob: &'a str,
         id: BlockId,
-        data: Bytes,
+        data: Payload,
         md5: Option<[u8; 16]>,
     ) -> BoxFuture<'a, Result<(), TransferError>>;
     /// Commits `ids` in order, create-only, with the blob's content type, metadata and index

@@ -17,7 +17,7 @@ use crate::catalog::tags::BlobTags;
 use crate::clock::SystemClock;
 use crate::config::{BlobNameTemplate, TransferSettings};
 use crate::recording::{CallIds, ChunkJob, ChunkSource};
-use crate::storage::StorageError;
+use crate::storage::{Payload, StorageError};
 use futures_util::future::BoxFuture;
 
 /// 1 MiB: ranges are 4 MiB, so a few MiB of content make several ranges.
@@ -283,7 +283,7 @@ impl BlockStore for FakeStore {
         &'a self,
         blob: &'a str,
         id: BlockId,
-        data: Bytes,
+        data: Payload,
         _md5: Option<[u8; 16]>,
     ) -> BoxFuture<'a, Result<(), TransferError>> {
         Box::pin(async move {
@@ -297,7 +297,7 @@ impl BlockStore for FakeStore {
                 .entry(blob.to_string())
                 .or_default()
                 .staged
-                .insert(id, data);
+                .insert(id, Bytes::from(data.parts().concat()));
             self.inflight.fetch_sub(1, Ordering::SeqCst);
             Ok(())
         })
