@@ -135,8 +135,12 @@ async fn a_handler_killed_mid_transfer_is_restarted_and_the_message_resumes() {
         reused >= 3 * MIB,
         "kept the blocks staged before the kill: {record}"
     );
+    // The Put Blocks in flight at the kill (TRANSFER_PARALLEL_BLOCKS: 2) whose bodies were
+    // already sent reach the proxy's count only once it has read them, which can be after
+    // `staged`; it forwards them all the same, so they are kept, not sent again.
+    let late = 2;
     assert!(
-        (proxy.count(RequestKind::PutBlock) as u64) <= staged + (total - reused) / MIB,
+        (proxy.count(RequestKind::PutBlock) as u64) <= staged + late + (total - reused) / MIB,
         "staged blocks were not sent again"
     );
     assert_eq!(
