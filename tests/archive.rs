@@ -240,6 +240,22 @@ async fn a_transfer_killed_midway_resumes_in_any_order_reading_only_the_missing_
         call.await.unwrap().is_err(),
         "the crashed invocation gets no answer"
     );
+    // A Put Block the proxy received before the kill still reaches Azurite afterwards: the
+    // staged list is read once every one of them has been answered, or a late one would be
+    // staged after it was read and the resume would rightly skip its range.
+    wait_until(
+        Duration::from_secs(60),
+        "the proxy to answer every Put Block it received",
+        || {
+            let answered = proxy
+                .requests()
+                .iter()
+                .filter(|r| r.kind == RequestKind::PutBlock)
+                .count();
+            answered == proxy.count(RequestKind::PutBlock)
+        },
+    )
+    .await;
     assert_eq!(
         proxy.count(RequestKind::PutBlockList),
         0,
