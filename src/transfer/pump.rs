@@ -12,8 +12,8 @@
 //! A block is not a buffer of its own but the network reads it was cut from ([`Blocks`]), so it
 //! keeps alive the read buffers those came in (hyper's, at most ~408 KiB, usually filled by the
 //! read). Measured against copying into pooled buffers (discarding sink, same session): peak
-//! RSS for a 1.5 GiB chunk 42 -> 46 MiB (medians of 8), and 42 -> 41-49 MiB through the
-//! shaped WAN links, where reads are small; CPU per byte down by 0.22 s/GiB with hashing off.
+//! RSS for a 1.5 GiB chunk 42 -> 46 MiB (medians of 8), and 44 -> 41-49 MiB through the
+//! shaped links of `--wan`; CPU per byte down by 0.22 s/GiB with hashing off.
 //!
 //! A ranged read costs a round trip before its first byte. So that a reader's link does not
 //! idle for it between ranges, each reader asks for its next range about one round trip
