@@ -5,7 +5,8 @@
 //! (today's single stream), 2, 4 and 8 parallel ranges (`TRANSFER_PARALLEL_RANGES`), and
 //! Microsoft's Python SDKs as their docs show them (`download_recording` into `upload_blob`,
 //! `bench/python/sdk_pipeline.py`); then a 1.5 GiB chunk with the default 4 ranges for peak
-//! memory.
+//! memory, and six chunks at once in one handler (the most queue messages the host runs at
+//! once on one instance with our host.json) for an instance's capacity.
 //!
 //! Each row is judged against its **shaped limit**: the lower of what the ACS side can carry
 //! for the connections the row uses (per-connection rate x ranges) and what the Blob side can
@@ -272,10 +273,11 @@ pub fn render(plan: &Plan, rows: &[(WanRow, Vec<WanMeasurement>)]) -> String {
 /// What the columns mean.
 const LEGEND: &str = "MB/s: 10^6 bytes/s, request to answer, through the shaping proxies. \
     limit: the row's shaped limit, the lower of the ACS side's cap (per-connection rate x \
-    ranges; 1 for Python) and the Blob side's (per-connection rate x Put Blocks in flight; 1 \
-    for Python's upload_blob defaults). x limit: MB/s over it. x Python: MB/s over the Python \
-    SDK row's. conns: the most connections open at once to ACS / to Blob during the row. CPU \
-    s/GiB and RSS MiB: the handler's (or the Python process's) own, from /proc, a fresh \
+    ranges x chunks; 1 for Python) and the Blob side's (per-connection rate x Put Blocks in \
+    flight x chunks; 1 for Python's upload_blob defaults). x limit: MB/s over it. x Python: MB/s over the Python \
+    SDK row's. conns: the most connections open at once to ACS / to Blob during the row (a \
+    reader asks for its next range about a round trip before its current one ends, so it \
+    holds two for that time). CPU s/GiB and RSS MiB: the handler's (or the Python process's) own, from /proc, a fresh \
     process per row.";
 
 /// `endpoint` (`http://host:port/path`) with its authority replaced by `authority`.

@@ -31,7 +31,7 @@
 //! | `adapters.rs` | those traits on the real clients ([`AcsChunkReader`], [`BlobBlockStore`]) |
 //! | `copy.rs` | steps 3-5: resume point, commit, size check, record |
 //! | `plan.rs` | which blocks are kept, which ranges to read (pure) |
-//! | `pump.rs` | ranges read in parallel, cut into blocks, staged a bounded number at a time |
+//! | `pump.rs` | ranges read in parallel (each next one asked for ahead), cut into blocks without copying, staged a bounded number at a time |
 //! | `blocks.rs` | block ids and the block-count limit |
 //! | `hash.rs` | the chunk's SHA-256 in block order on its own thread, blocks' `Content-MD5` |
 //! | `origin.rs` | what a media blob records about its source, and the check against a job |
