@@ -23,6 +23,9 @@ pub const ARCHIVER: &str = env!("CARGO_BIN_EXE_archiver");
 
 /// The testkit's `fake-worker` binary (a custom handler whose behaviour each queue message
 /// chooses), built on first use: cargo gives a package's tests only that package's binaries.
+/// It is built with the selection `scripts/test-binaries` and the bench's quick test build
+/// (every package, with dev-dependencies' features), so that it is a no-op after them: the
+/// testkit alone resolves other features and compiles the dependency tree a second time.
 pub fn fake_worker() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
@@ -32,14 +35,7 @@ pub fn fake_worker() -> &'static Path {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = std::process::Command::new(cargo);
         build
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "archiver-testkit",
-                "--bin",
-                "fake-worker",
-            ])
+            .args(["build", "--quiet", "--workspace", "--bins", "--tests"])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         // Build as from a shell: build scripts (ring's) watch the CARGO_MANIFEST_* and
         // CARGO_PKG_* variables cargo gives this test, and would rebuild ring, rustls, reqwest
