@@ -3,21 +3,16 @@
 //! sink, the checks and the table) and never asserts a performance figure: a debug build on
 //! a shared machine says nothing about speed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Builds the handler and the ACS emulator the benchmark drives (other packages' binaries
 /// are not built for this package's tests), and returns the directory they are in.
 fn binaries() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // The same selection `cargo test --workspace` builds (every package, with dev-dependencies'
-    // features), so right after it this is a no-op: building only two packages would resolve
-    // other features and compile the dependency tree a second time (about 90 s here).
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "--workspace", "--bins", "--tests"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cargo runs");
+    // The same selection `cargo test --workspace` builds, so right after it this is a no-op.
+    let mut build =
+        archiver_testkit::workspace::build_command(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let status = build.status().expect("cargo runs");
     assert!(status.success(), "building handler and acs-emulator failed");
     PathBuf::from(env!("CARGO_BIN_EXE_archiver-bench"))
         .parent()

@@ -15,6 +15,7 @@
 //! | [`shaper`] | a network link: a TCP proxy giving each connection its own bandwidth and round trip, modelled on an Azure region (benchmarks) |
 //! | [`sink`] | a Blob service with unlimited bandwidth, for benchmarks: accepts blocks and throws the bytes away |
 //! | [`procstat`] | nothing: reads a process's CPU time and peak RSS, and the machine's busy cores, from `/proc` (demo, benchmarks) |
+//! | [`workspace`] | nothing: builds the workspace's binaries from inside a test, as the test build did, so it is a no-op |
 //! | [`demo`] | Event Grid and a user, for `scripts/demo`: runs all of the above around the real handler and checks the archive |
 
 pub mod acs;
@@ -28,3 +29,4 @@ pub mod proxy;
 pub mod queue;
 pub mod shaper;
 pub mod sink;
+pub mod workspace;

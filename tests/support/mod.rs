@@ -32,20 +32,8 @@ pub fn fake_worker() -> &'static Path {
         let out_dir = Path::new(HANDLER)
             .parent()
             .expect("binaries have a directory");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = std::process::Command::new(cargo);
-        build
-            .args(["build", "--quiet", "--workspace", "--bins", "--tests"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        // Build as from a shell: build scripts (ring's) watch the CARGO_MANIFEST_* and
-        // CARGO_PKG_* variables cargo gives this test, and would rebuild ring, rustls, reqwest
-        // and the workspace crates here, then again in the next build from a shell.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("CARGO_MANIFEST_") || name.starts_with("CARGO_PKG_") {
-                build.env_remove(name.as_ref());
-            }
-        }
+        let mut build =
+            archiver_testkit::workspace::build_command(Path::new(env!("CARGO_MANIFEST_DIR")));
         if out_dir.ends_with("release") {
             build.arg("--release");
         }
