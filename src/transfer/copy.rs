@@ -148,13 +148,7 @@ impl Transfer {
                 sha256: sha_hex.clone(),
                 ..ArchiveSource::of(job, &chunk.source)
             };
-            stored
-                .verify(&expected)
-                .map_err(|recorded| TransferError::Conflict {
-                    blob: names.media.clone(),
-                    recorded,
-                    expected: expected.to_string(),
-                })?;
+            stored.archives(&expected, &names.media)?;
         }
         // The record is written whoever committed: "already exists" is also what a retried
         // commit hears when the answer to its own commit was lost, and then nobody else would

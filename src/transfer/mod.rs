@@ -180,13 +180,7 @@ impl Transfer {
             let Some(existing) = self.store.properties(&names.media).await? else {
                 continue;
             };
-            existing
-                .verify(&expected)
-                .map_err(|recorded| TransferError::Conflict {
-                    blob: names.media.clone(),
-                    recorded,
-                    expected: expected.to_string(),
-                })?;
+            existing.archives(&expected, &names.media)?;
             if self.store.properties(&names.record).await?.is_none() {
                 // The media is in; the record was lost to a crash right after the commit.
                 let acs_metadata = match self.acs_metadata(job, chunk).await {

@@ -1,7 +1,7 @@
 //! What a media blob records about where its bytes came from (its `x-ms-meta-*` values), and
 //! the check that a blob found under a chunk's name is an archive of that chunk's source.
 
-use super::StoredBlob;
+use super::{StoredBlob, TransferError};
 use crate::acs::RecordingObject;
 use crate::recording::ChunkJob;
 
@@ -37,6 +37,21 @@ impl StoredBlob {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// [`verify`](Self::verify) as the pipeline's error: another archive under `blob`'s name
+    /// is a conflict.
+    pub(super) fn archives(
+        &self,
+        expected: &ArchiveSource,
+        blob: &str,
+    ) -> Result<(), TransferError> {
+        self.verify(expected)
+            .map_err(|recorded| TransferError::Conflict {
+                blob: blob.to_string(),
+                recorded,
+                expected: expected.to_string(),
+            })
     }
 
     /// Whether this blob is a complete archive of `expected`: committed whole, from the same
