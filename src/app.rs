@@ -1,6 +1,6 @@
 //! What one webhook delivery does, and what it answers. Both entry points (the Functions custom
-//! handler and the Lambda front end) turn their requests into a [`WebhookRequest`] and send back
-//! the [`WebhookResponse`] unchanged, so the status rules live only here:
+//! handler and the Lambda front end) turn their requests into a `WebhookRequest` and send back
+//! the `WebhookResponse` unchanged, so the status rules live only here:
 //!
 //! * 200 once every event is handled: validation answered, recording chunks handed to the
 //!   [`ChunkArchiver`], other events acknowledged and logged.

@@ -6,7 +6,7 @@
 //!   an `OPTIONS` abuse-protection handshake instead of a validation event.
 //!
 //! A delivery is first checked as a whole ([`parse_delivery`]: media type, JSON, shape, at most
-//! [`MAX_EVENTS_PER_DELIVERY`] events); then each event stands alone, so one bad event never
+//! `MAX_EVENTS_PER_DELIVERY` events); then each event stands alone, so one bad event never
 //! costs the others ([`Delivery::events`]). Events are read from borrowed slices of the body
 //! (see [`crate::json`]), so reading a delivery costs about its size whatever its shape.
 

@@ -66,7 +66,7 @@ pub fn url(s: &str) -> Cow<'_, str> {
 }
 
 /// A JSON value (a rejected event) as one bounded log field: URL queries redacted in every
-/// string, then the whole cut to [`MAX_EVENT_CHARS`].
+/// string, then the whole cut to `MAX_EVENT_CHARS`.
 pub fn event(raw: &Value) -> String {
     let mut budget = MAX_EVENT_CHARS;
     let redacted = redact_strings(raw, &mut budget);

@@ -26,7 +26,7 @@
 //! - A plain value is read by the host as a connection string
 //!   (`StorageClientProvider.CreateClientFromConnectionString`): a container SAS URL, or a
 //!   connection string without a Queue endpoint, cannot bind the trigger in any
-//!   `ARCHIVE_MODE`. [`StorageSettings::require_queue_endpoint`] says so, and the Functions
+//!   `ARCHIVE_MODE`. `StorageSettings::require_queue_endpoint` says so, and the Functions
 //!   handler checks it at start-up.
 
 use base64::Engine as _;

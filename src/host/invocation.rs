@@ -7,7 +7,7 @@
 //!
 //! The host serialises a string trigger value (a queue message) with `JsonConvert` when it
 //! cannot make an object of it, so the message text can arrive JSON-encoded twice. Both forms
-//! are accepted ([`trigger_text`]).
+//! are accepted (`trigger_text`).
 
 use serde::Serialize;
 use serde_json::{Map, Value};

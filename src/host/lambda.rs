@@ -1,5 +1,5 @@
 //! The AWS Lambda front end (`lambda_http`): a function URL or API Gateway route that Event
-//! Grid delivers to. It translates the request into a [`WebhookRequest`] and answers with the
+//! Grid delivers to. It translates the request into a `WebhookRequest` and answers with the
 //! same [`App`] the Functions handler uses, so every rule about status codes is shared.
 //!
 //! Unlike the Functions host, nothing in front of a function URL checks a key, so this front

@@ -1,5 +1,5 @@
 //! The handler's HTTP server: one hyper HTTP/1 connection per client with a header timeout, at
-//! most [`ServerLimits::max_connections`] at once, and a graceful shutdown.
+//! most `ServerLimits::max_connections` at once, and a graceful shutdown.
 //!
 //! warp's own server sets no timer, so under it a client that sends half a request head, or
 //! keeps an idle connection, holds it for ever. Here hyper's `header_read_timeout` closes a

@@ -27,7 +27,7 @@
 //! |---|---|
 //! | `mod.rs` | [`Transfer`]: the recipe's steps 0-2 and the record a crash lost |
 //! | `error.rs` | [`TransferError`] and its [`Disposition`](crate::disposition::Disposition) |
-//! | `seams.rs` | the two remote sides as traits ([`ChunkReader`], [`BlockStore`]), so the algorithm is tested on in-memory fakes |
+//! | `seams.rs` | the two remote sides as traits (`ChunkReader`, `BlockStore`), so the algorithm is tested on in-memory fakes |
 //! | `adapters.rs` | those traits on the real clients ([`AcsChunkReader`], [`BlobBlockStore`]) |
 //! | `copy.rs` | steps 3-5: resume point, commit, size check, record |
 //! | `plan.rs` | which blocks are kept, which ranges to read (pure) |
@@ -35,7 +35,7 @@
 //! | `blocks.rs` | block ids and the block-count limit |
 //! | `hash.rs` | the chunk's SHA-256 in block order on its own thread, blocks' `Content-MD5` |
 //! | `origin.rs` | what a media blob records about its source, and the check against a job |
-//! | `record.rs` | the archive record `<media>.json` and its [`Provenance`](record::Provenance) |
+//! | `record.rs` | the archive record `<media>.json` and its `Provenance` |
 //! | `finish.rs` | the recording's manifest once all of it is archived, and its one notification |
 //! | `release.rs` | `DELETE_AFTER_ARCHIVE`: freeing a recording in ACS once all of it is archived |
 
