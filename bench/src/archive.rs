@@ -13,9 +13,8 @@ use serde_json::{json, Value};
 
 use crate::children::{Emulator, Handler};
 use crate::plan::{Hashing, Plan};
-use crate::report::{Measurement, Usage};
+use crate::report::{Measurement, Sample};
 use archiver_testkit::acs::{ga_event, ChunkLocation, RecordingFormat};
-use archiver_testkit::procstat;
 
 /// How long a handler may take to answer its readiness probe.
 const HANDLER_START_LIMIT: Duration = Duration::from_secs(30);
@@ -177,14 +176,8 @@ pub async fn run(
         })
         .collect();
     let limit = row_limit(target.size * chunks.len() as u64);
-    let pid = handler.pid();
-    let emulator_pid = emulator.pid();
-    let read = |what: &str, r: std::io::Result<Duration>| r.map_err(|e| format!("{what}: {e}"));
-    let (cpu0, emu0, machine0) = (
-        read("handler CPU", procstat::process_cpu(pid))?,
-        read("emulator CPU", procstat::process_cpu(emulator_pid))?,
-        procstat::machine().map_err(|e| e.to_string())?,
-    );
+    let (pid, emulator_pid) = (handler.pid(), emulator.pid());
+    let before = Sample::take(pid, emulator_pid)?;
     let started = Instant::now();
     let answers = futures_util::future::join_all(messages.iter().map(|message| async {
         let answer = http
@@ -198,12 +191,7 @@ pub async fn run(
     }))
     .await;
     let elapsed = started.elapsed();
-    let (cpu1, emu1, machine1) = (
-        read("handler CPU", procstat::process_cpu(pid))?,
-        read("emulator CPU", procstat::process_cpu(emulator_pid))?,
-        procstat::machine().map_err(|e| e.to_string())?,
-    );
-    let peak_rss = procstat::peak_rss(pid).map_err(|e| format!("handler RSS: {e}"))?;
+    let after = Sample::take(pid, emulator_pid)?;
 
     let mut check = Ok(());
     for (message, answer) in messages.iter().zip(answers) {
@@ -223,17 +211,8 @@ pub async fn run(
         };
         check = check.and(checked);
     }
-    drop(handler);
-    Ok(Measurement {
-        elapsed,
-        ours: Some(Usage {
-            cpu: cpu1.saturating_sub(cpu0),
-            peak_rss,
-        }),
-        emulator_cpu: Some(emu1.saturating_sub(emu0)),
-        busy_cores: machine1.busy_cores_since(&machine0),
-        check,
-    })
+    // The handler is still running: its peak RSS is read from it.
+    before.until(&after, pid, elapsed, check)
 }
 
 /// The committed media blob has the chunk's size and, when computed, its SHA-256.

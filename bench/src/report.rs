@@ -4,6 +4,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use archiver_testkit::procstat;
+
 use crate::plan::{Destination, Hashing, RowKind, RowSpec, MIB};
 
 /// Archive into Azurite, as a share of the raw ceiling.
@@ -26,6 +28,49 @@ pub struct Usage {
     pub cpu: Duration,
     /// `VmHWM` at the end (a fresh process per row, so it is this row's peak).
     pub peak_rss: u64,
+}
+
+/// The CPU time of a measured process (the handler, or the Python pipeline) and of the ACS
+/// emulator, and the machine's counters, at one moment: one before a row and one after.
+pub struct Sample {
+    ours: Duration,
+    emulator: Duration,
+    machine: procstat::MachineSample,
+}
+
+impl Sample {
+    /// Reads them now.
+    pub fn take(pid: u32, emulator_pid: u32) -> Result<Sample, String> {
+        let cpu =
+            |pid| procstat::process_cpu(pid).map_err(|e| format!("CPU of process {pid}: {e}"));
+        Ok(Sample {
+            ours: cpu(pid)?,
+            emulator: cpu(emulator_pid)?,
+            machine: procstat::machine().map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// The row measured from this sample to `after`, with the process's peak RSS read now.
+    pub fn until(
+        &self,
+        after: &Sample,
+        pid: u32,
+        elapsed: Duration,
+        check: Result<(), String>,
+    ) -> Result<Measurement, String> {
+        let peak_rss =
+            procstat::peak_rss(pid).map_err(|e| format!("peak RSS of process {pid}: {e}"))?;
+        Ok(Measurement {
+            elapsed,
+            ours: Some(Usage {
+                cpu: after.ours.saturating_sub(self.ours),
+                peak_rss,
+            }),
+            emulator_cpu: Some(after.emulator.saturating_sub(self.emulator)),
+            busy_cores: after.machine.busy_cores_since(&self.machine),
+            check,
+        })
+    }
 }
 
 /// What was measured for one row.

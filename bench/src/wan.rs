@@ -18,7 +18,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use archiver_testkit::procstat;
 use archiver_testkit::shaper::Shaper;
 use archiver_testkit::sink::DiscardSink;
 use serde_json::json;
@@ -26,7 +25,7 @@ use serde_json::json;
 use crate::archive::{self, AcsAccess, ArchiveTarget};
 use crate::children::{Emulator, PythonPipeline, Recording};
 use crate::plan::{Destination, Hashing, Options, Plan, MIB};
-use crate::report::{cpu_per_gib, summarize, Measurement, Usage, TARGET_PEAK_RSS};
+use crate::report::{cpu_per_gib, summarize, Measurement, Sample, TARGET_PEAK_RSS};
 use crate::run::{self, Outcome};
 
 /// The ACS resource's host name in the run: what every client signs for. Never resolved.
@@ -556,23 +555,12 @@ async fn python_row(row: PythonRow<'_>) -> Result<Measurement, String> {
     });
     let mut pipeline = PythonPipeline::start(row.python, &settings, PYTHON_START_LIMIT).await?;
     let (pid, emulator_pid) = (pipeline.pid(), row.emulator.pid());
-    let cpu = |pid| procstat::process_cpu(pid).map_err(|e| format!("CPU of {pid}: {e}"));
-    let (cpu0, emu0, machine0) = (
-        cpu(pid)?,
-        cpu(emulator_pid)?,
-        procstat::machine().map_err(|e| e.to_string())?,
-    );
+    let before = Sample::take(pid, emulator_pid)?;
     let started = Instant::now();
     // A pipeline that failed has exited: there is no process left to measure.
     pipeline.go(archive::row_limit(row.size)).await?;
     let elapsed = started.elapsed();
-    let (cpu1, emu1, machine1) = (
-        cpu(pid)?,
-        cpu(emulator_pid)?,
-        procstat::machine().map_err(|e| e.to_string())?,
-    );
-    let peak_rss = procstat::peak_rss(pid).map_err(|e| format!("python RSS: {e}"))?;
-    drop(pipeline);
+    let after = Sample::take(pid, emulator_pid)?;
     let check = match client.get_properties(&blob).await {
         Ok(Some(p)) if p.content_length == row.size => Ok(()),
         Ok(Some(p)) => Err(format!(
@@ -582,21 +570,16 @@ async fn python_row(row: PythonRow<'_>) -> Result<Measurement, String> {
         Ok(None) => Err(format!("{blob} was not committed")),
         Err(e) => Err(format!("checking {blob}: {e}")),
     };
-    Ok(Measurement {
-        elapsed,
-        ours: Some(Usage {
-            cpu: cpu1.saturating_sub(cpu0),
-            peak_rss,
-        }),
-        emulator_cpu: Some(emu1.saturating_sub(emu0)),
-        busy_cores: machine1.busy_cores_since(&machine0),
-        check,
-    })
+    // The pipeline is still running (it is stopped when dropped): its peak RSS is read from it.
+    let measured = before.until(&after, pid, elapsed, check);
+    drop(pipeline);
+    measured
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::Usage;
     use clap::Parser;
 
     fn plan(args: &[&str]) -> Plan {
