@@ -2,7 +2,6 @@
 //! commit create-only, check the size, write the record.
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use serde_json::Value;
 
@@ -12,13 +11,11 @@ use super::origin::{media_metadata, ArchiveSource};
 use super::plan::{first_range, BlockRange, Layout, Plan};
 use super::pump::{Copying, Opened};
 use super::record::{ArchiveRecord, Provenance, Started};
-use super::ChunkReader;
 use super::{Committed, Transfer, TransferError, TransferReport};
 use crate::acs::{ByteRange, CheckedChunk};
 use crate::blob::BlockId;
 use crate::catalog::tags::{BlobKind, BlobTags};
 use crate::recording::{ChunkJob, FormatHints, MediaFormat};
-use url::Url;
 
 impl Transfer {
     /// Copies one chunk's media and writes its record.
@@ -51,7 +48,8 @@ impl Transfer {
                 first: 0,
                 end: range_blocks,
             };
-            let stream = Opened::open(&*self.reader, job, media_url, asked, block).await?;
+            let stream =
+                Opened::open(&*self.reader, job, media_url, asked, bytes_of(asked, block)).await?;
             format = MediaFormat::infer(FormatHints {
                 http_content_type: stream.stream.content_type.as_deref(),
                 ..FormatHints::default()
@@ -79,7 +77,7 @@ impl Transfer {
             Some(opened) => opened,
             None => {
                 let asked = first_range(staged_size, block, read_kept, range_blocks);
-                Opened::open(&*self.reader, job, media_url, asked, block).await?
+                Opened::open(&*self.reader, job, media_url, asked, bytes_of(asked, block)).await?
             }
         };
         let layout = Layout {
@@ -188,27 +186,6 @@ fn bytes_of(range: BlockRange, block: u64) -> ByteRange {
     ByteRange {
         start: range.first * block,
         end: range.end.checked_mul(block),
-    }
-}
-
-impl Opened {
-    /// Opens `asked` (its length not known yet), timing how long the answer took.
-    async fn open(
-        reader: &dyn ChunkReader,
-        job: &ChunkJob,
-        media: &Url,
-        asked: BlockRange,
-        block: u64,
-    ) -> Result<Opened, TransferError> {
-        let asked_at = Instant::now();
-        let stream = reader.open(job, media, bytes_of(asked, block)).await?;
-        let answered_at = Instant::now();
-        Ok(Opened {
-            range: asked,
-            stream,
-            answered_in: answered_at - asked_at,
-            answered_at,
-        })
     }
 }
 

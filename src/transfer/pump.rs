@@ -34,7 +34,8 @@ use url::Url;
 use super::blocks::BlockTag;
 use super::hash::{md5_digest, ChunkHasher};
 use super::plan::{BlockRange, Layout, Plan};
-use super::{BlockStore, SourceStream, Transfer, TransferError};
+use super::{BlockStore, ChunkReader, SourceStream, Transfer, TransferError};
+use crate::acs::ByteRange;
 use crate::blob::BlockId;
 use crate::config::TransferSettings;
 use crate::recording::ChunkJob;
@@ -72,6 +73,27 @@ pub(super) struct Opened {
     pub(super) stream: SourceStream,
     pub(super) answered_in: Duration,
     pub(super) answered_at: Instant,
+}
+
+impl Opened {
+    /// Opens `bytes`, the bytes of `range`, timing how long the answer takes.
+    pub(super) async fn open(
+        reader: &dyn ChunkReader,
+        job: &ChunkJob,
+        media: &Url,
+        range: BlockRange,
+        bytes: ByteRange,
+    ) -> Result<Opened, TransferError> {
+        let asked_at = Instant::now();
+        let stream = reader.open(job, media, bytes).await?;
+        let answered_at = Instant::now();
+        Ok(Opened {
+            range,
+            stream,
+            answered_in: answered_at - asked_at,
+            answered_at,
+        })
+    }
 }
 
 impl Shared<'_> {
@@ -232,15 +254,10 @@ impl Transfer {
         let Copying {
             job, media, layout, ..
         } = shared.copying;
-        let asked_at = Instant::now();
-        let stream = self.reader.open(job, media, layout.bytes(range)).await?;
-        let answered_at = Instant::now();
-        Ok(Some(Opened {
-            range,
-            stream,
-            answered_in: answered_at - asked_at,
-            answered_at,
-        }))
+        let bytes = layout.bytes(range);
+        Opened::open(&*self.reader, job, media, range, bytes)
+            .await
+            .map(Some)
     }
 
     /// Reads one range, cuts it into blocks, hands the blocks to be staged (unless kept) and
