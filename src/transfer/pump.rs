@@ -123,32 +123,33 @@ impl Shared<'_> {
 /// side by side).
 #[derive(Debug)]
 struct Lead {
-    left: u64,
+    bytes: u64,
+    read: u64,
     answered_in: Duration,
     started: Instant,
-    read: u64,
 }
 
 impl Lead {
     fn new(bytes: u64, answered_in: Duration, started: Instant) -> Lead {
         Lead {
-            left: bytes,
+            bytes,
+            read: 0,
             answered_in,
             started,
-            read: 0,
         }
     }
 
     /// Counts `n` more bytes read at `now`; true once the next range is due.
     fn due(&mut self, n: u64, now: Instant) -> bool {
         self.read += n;
-        self.left = self.left.saturating_sub(n);
+        let left = self.bytes.saturating_sub(self.read);
         let elapsed = now.saturating_duration_since(self.started).as_secs_f64();
-        if self.left == 0 || elapsed <= 0.0 || elapsed < self.answered_in.as_secs_f64() {
-            return self.left == 0;
+        let answer = self.answered_in.as_secs_f64();
+        if left == 0 || elapsed <= 0.0 || elapsed < answer {
+            return left == 0;
         }
         let rate = self.read as f64 / elapsed;
-        (self.left as f64) <= rate * self.answered_in.as_secs_f64()
+        left as f64 <= rate * answer
     }
 }
 
@@ -222,7 +223,7 @@ impl Transfer {
         let Some(mut current) = self.next_opened(shared).await? else {
             return Ok(());
         };
-        let mut quickest = current.answered_in;
+        let mut quickest = Duration::MAX;
         loop {
             quickest = quickest.min(current.answered_in);
             current.answered_in = quickest;
@@ -297,9 +298,11 @@ impl Transfer {
         let body = stream
             .body
             .inspect(move |part| {
-                if let Ok(part) = part {
-                    if due.is_some() && lead.due(part.len() as u64, Instant::now()) {
-                        due.take().map(|due| due.send(()));
+                let Ok(part) = part else { return };
+                if due.is_some() && lead.due(part.len() as u64, Instant::now()) {
+                    if let Some(due) = due.take() {
+                        // Nobody waits for it only once the reader is gone.
+                        let _ = due.send(());
                     }
                 }
             })
