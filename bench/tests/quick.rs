@@ -44,6 +44,16 @@ fn quick_run(args: &[&str]) -> (String, String) {
     (stdout, stderr)
 }
 
+/// The table line of the row labelled `label`, which must have checked out (" ok ").
+fn checked_row<'a>(stdout: &'a str, stderr: &str, label: &str) -> &'a str {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no row `{label}`:\n{stdout}\n{stderr}"));
+    assert!(line.contains(" ok "), "{line}\n{stderr}");
+    line
+}
+
 #[test]
 fn a_quick_run_measures_and_checks_every_row() {
     let (stdout, stderr) = quick_run(&[]);
@@ -55,11 +65,7 @@ fn a_quick_run_measures_and_checks_every_row() {
         "archive -> discard sink, hashing off",
         "archive -> discard sink, hashing MD5+SHA-256",
     ] {
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with(row))
-            .unwrap_or_else(|| panic!("no row `{row}`:\n{stdout}"));
-        assert!(line.contains(" ok "), "{line}\n{stderr}");
+        checked_row(&stdout, &stderr, row);
     }
     assert!(!stdout.contains("FAIL"), "{stdout}");
 }
@@ -76,20 +82,13 @@ fn a_quick_wan_run_archives_through_both_shapers() {
         "archive, 4 ranges -> Azurite",
         "archive, 4 ranges -> discard sink (memory)",
     ] {
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with(row))
-            .unwrap_or_else(|| panic!("no row `{row}`:\n{stdout}\n{stderr}"));
-        assert!(line.contains(" ok "), "{line}\n{stderr}");
+        let line = checked_row(&stdout, &stderr, row);
         // The limit of 4 ranges at the default links: 4 x 12.5 MB/s from ACS.
         assert!(line.contains("  50.0  "), "{line}");
     }
     // Six chunks at once, each with its 4 ranges: 24 x 12.5 MB/s.
-    let six = stdout
-        .lines()
-        .find(|l| l.starts_with("archive, 6 chunks at once, 4 ranges"))
-        .unwrap_or_else(|| panic!("no capacity row:\n{stdout}\n{stderr}"));
-    assert!(six.contains(" ok ") && six.contains("  300.0  "), "{six}");
+    let six = checked_row(&stdout, &stderr, "archive, 6 chunks at once, 4 ranges");
+    assert!(six.contains("  300.0  "), "{six}");
     assert!(stdout.contains("links, per connection"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
 }
