@@ -945,9 +945,25 @@ async fn archives_every_chunk_exactly_once_through_random_faults() {
     );
     for host in &hosts {
         let left = BUDGET.saturating_sub(started.elapsed());
-        host.wait_until_idle(left)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        if let Err(e) = host.wait_until_idle(left).await {
+            // The queue is shared: what holds it up may be on the other instance, or a storage
+            // request that gets no answer. The last lines are what a truncated CI log shows.
+            let mut report = String::new();
+            for (i, (host, proxy)) in hosts.iter().zip(&proxies).enumerate() {
+                let log = Path::new(env!("CARGO_TARGET_TMPDIR"))
+                    .join(format!("fault-suite-{seed}-instance-{i}.log"));
+                let saved = match std::fs::write(&log, host.log().join("\n")) {
+                    Ok(()) => format!("whole host log in {}", log.display()),
+                    Err(e) => format!("the host log could not be saved: {e}"),
+                };
+                report.push_str(&format!(
+                    "=== instance {i} ({saved}): {}=== its Blob proxy's unanswered requests: {:?}\n",
+                    host.running_report().await,
+                    proxy.unanswered()
+                ));
+            }
+            panic!("{e}\n{report}");
+        }
     }
     let elapsed = started.elapsed();
 

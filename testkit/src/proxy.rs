@@ -162,6 +162,9 @@ struct State {
     faults: Mutex<Vec<Fault>>,
     counters: Mutex<Counters>,
     log: Mutex<Vec<ProxiedRequest>>,
+    /// Requests received and not yet answered, by arrival number: kind, path, arrival.
+    unanswered: Mutex<HashMap<u64, (RequestKind, String, Instant)>>,
+    arrivals: std::sync::atomic::AtomicU64,
 }
 
 /// A running proxy; stops when dropped.
@@ -197,6 +200,8 @@ impl FaultProxy {
             faults: Mutex::new(Vec::new()),
             counters: Mutex::new(Counters::default()),
             log: Mutex::new(Vec::new()),
+            unanswered: Mutex::new(HashMap::new()),
+            arrivals: std::sync::atomic::AtomicU64::new(0),
         });
         let with_state = {
             let state = state.clone();
@@ -243,6 +248,19 @@ impl FaultProxy {
     /// Every request so far, in the order they were answered.
     pub fn requests(&self) -> Vec<ProxiedRequest> {
         lock(&self.state.log).clone()
+    }
+
+    /// Requests received whose answer is not ready yet (the target is slow to answer, or an
+    /// injected delay runs), oldest first: what a report of a stuck test shows.
+    pub fn unanswered(&self) -> Vec<String> {
+        let mut waiting: Vec<_> = lock(&self.state.unanswered).values().cloned().collect();
+        waiting.sort_by_key(|(_, _, at)| *at);
+        waiting
+            .into_iter()
+            .map(|(kind, path, at)| {
+                format!("{kind:?} {path} for {:.1} s", at.elapsed().as_secs_f64())
+            })
+            .collect()
     }
 
     /// Requests of `kind` answered with an injected fault so far.
@@ -343,6 +361,10 @@ async fn serve(
     state: Arc<State>,
 ) -> Response<Bytes> {
     let kind = RequestKind::classify(&method, path.as_str(), &query);
+    let arrival = state
+        .arrivals
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    lock(&state.unanswered).insert(arrival, (kind, path.as_str().to_string(), Instant::now()));
     let fault = take_fault(&mut lock(&state.faults), kind);
     let injected = fault.is_some();
     let request_no = {
@@ -380,6 +402,7 @@ async fn serve(
         injected,
         at: Instant::now(),
     });
+    lock(&state.unanswered).remove(&arrival);
     response
 }
 

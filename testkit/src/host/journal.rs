@@ -3,6 +3,7 @@
 //! invocation and every poison move. Each change bumps a version so waiters wake up instead of
 //! sleeping for a fixed time.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -81,9 +82,31 @@ pub struct PoisonRecord {
     pub reason: String,
 }
 
+/// A queue-triggered invocation that has started and not ended, for reports of what a stuck
+/// host is doing.
+#[derive(Debug, Clone)]
+pub(crate) struct RunningInvocation {
+    /// The function (folder) name.
+    pub function: String,
+    /// The queue message and its dequeue count.
+    pub trigger: String,
+    /// When it started.
+    pub started: SystemTime,
+}
+
+/// How the listener's log lines about failed queue operations begin.
+const QUEUE_FAILURES: [&str; 4] = [
+    "Unable to ",
+    "Polling queue ",
+    "Renewing the peek-lock ",
+    "Moving message ",
+];
+
 #[derive(Default)]
 struct Entries {
     log: Vec<String>,
+    /// By invocation id.
+    running: BTreeMap<String, RunningInvocation>,
     worker_output: String,
     worker_lines: Vec<WorkerLine>,
     invocations: Vec<InvocationRecord>,
@@ -138,9 +161,59 @@ impl Journal {
         self.log(format!("[worker {generation}] [{level:?}] {line}"));
     }
 
+    /// Records a queue-triggered invocation that has started.
+    pub fn started(&self, invocation_id: &str, running: RunningInvocation) {
+        self.with(|e| e.running.insert(invocation_id.to_string(), running));
+    }
+
     /// Records a finished invocation.
     pub fn invocation(&self, record: InvocationRecord) {
-        self.with(|e| e.invocations.push(record));
+        self.with(|e| {
+            e.running.remove(&record.invocation_id);
+            e.invocations.push(record)
+        });
+    }
+
+    /// What is still running, and for each the last lines its worker wrote about it (the
+    /// worker's log lines name the invocation id): what a report of a stuck host ends with.
+    pub fn running_report(&self, lines_each: usize) -> String {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut report = String::new();
+        // A queue operation that failed can leave a message locked with nobody running it.
+        let failed: Vec<&String> = entries
+            .log
+            .iter()
+            .filter(|l| {
+                let text = l.split_once("] ").map_or(l.as_str(), |(_, t)| t);
+                QUEUE_FAILURES.iter().any(|m| text.starts_with(m))
+            })
+            .collect();
+        if !failed.is_empty() {
+            report.push_str("queue operations that failed (the last 10):\n");
+            for line in &failed[failed.len().saturating_sub(10)..] {
+                report.push_str(&format!("    {line}\n"));
+            }
+        }
+        if entries.running.is_empty() {
+            report.push_str("no invocation running");
+            return report;
+        }
+        for (id, r) in &entries.running {
+            let seconds = r.started.elapsed().unwrap_or_default().as_secs_f64();
+            report.push_str(&format!(
+                "running for {seconds:.1} s: Functions.{} Id={id} ({}); its worker's last lines:\n",
+                r.function, r.trigger
+            ));
+            let about: Vec<&WorkerLine> = entries
+                .worker_lines
+                .iter()
+                .filter(|l| l.text.contains(id.as_str()))
+                .collect();
+            for line in &about[about.len().saturating_sub(lines_each)..] {
+                report.push_str(&format!("    [worker {}] {}\n", line.generation, line.text));
+            }
+        }
+        report
     }
 
     /// Records a poison move.
@@ -206,4 +279,73 @@ pub(crate) fn timestamp(at: SystemTime) -> String {
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     ))
     .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_running_report_names_what_has_not_ended_with_its_workers_last_lines() {
+        let journal = Journal::new(false);
+        journal.started(
+            "inv-1",
+            RunningInvocation {
+                function: "RecordingTransfer".into(),
+                trigger: "queue 'jobs', message m-1, dequeue count 2".into(),
+                started: SystemTime::now(),
+            },
+        );
+        for n in 0..7 {
+            journal.worker_line(
+                2,
+                OutputStream::Stdout,
+                &format!("invocation=inv-1 step {n}"),
+            );
+        }
+        journal.worker_line(2, OutputStream::Stdout, "invocation=inv-2 other");
+        journal.log(
+            "Message has reached MaxDequeueCount of 5. Moving message to queue 'jobs-poison'.",
+        );
+        journal.log(
+            "Unable to delete queue message: Delete Message on queue `jobs`: connection closed",
+        );
+        let report = journal.running_report(5);
+        assert!(
+            report.contains("queue operations that failed (the last 10):\n    ["),
+            "{report}"
+        );
+        assert!(
+            report.contains("Unable to delete") && !report.contains("MaxDequeueCount"),
+            "{report}"
+        );
+        assert!(
+            report.contains(
+                "Functions.RecordingTransfer Id=inv-1 (queue 'jobs', message m-1, dequeue count 2)"
+            ),
+            "{report}"
+        );
+        assert!(
+            report.contains("step 6") && report.contains("step 2"),
+            "{report}"
+        );
+        assert!(
+            !report.contains("step 1") && !report.contains("inv-2"),
+            "{report}"
+        );
+
+        journal.invocation(InvocationRecord {
+            function: "RecordingTransfer".into(),
+            invocation_id: "inv-1".into(),
+            message_id: Some("m-1".into()),
+            dequeue_count: Some(2),
+            http_status: Some(200),
+            status: InvocationStatus::Succeeded,
+            started: SystemTime::now(),
+            duration: Duration::ZERO,
+            worker_generation: 2,
+            logs: Vec::new(),
+        });
+        assert!(journal.running_report(5).ends_with("no invocation running"));
+    }
 }

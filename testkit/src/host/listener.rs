@@ -25,7 +25,9 @@ use tokio::task::JoinSet;
 use super::config::{format_timespan, QueueOptions, MIN_POLLING_INTERVAL};
 use super::ids::new_guid;
 use super::invoke::{invoke, queue_envelope, SysMetadata};
-use super::journal::{InvocationRecord, InvocationStatus, Journal, PoisonRecord};
+use super::journal::{
+    InvocationRecord, InvocationStatus, Journal, PoisonRecord, RunningInvocation,
+};
 use super::worker::Worker;
 use crate::queue::{QueueClient, QueueError, QueueMessage};
 
@@ -222,6 +224,17 @@ impl QueueListener {
                 .unwrap_or_default()
         ));
         let (started, started_at) = (Instant::now(), SystemTime::now());
+        self.journal.started(
+            &invocation_id,
+            RunningInvocation {
+                function: self.function.clone(),
+                trigger: format!(
+                    "queue '{}', message {}, dequeue count {}",
+                    self.queue, message.id, message.dequeue_count
+                ),
+                started: started_at,
+            },
+        );
         let mut pop_receipt = message.pop_receipt.clone();
         let mut generation = 0;
         let outcome = match self.worker.ready().await {

@@ -97,6 +97,10 @@
 //!   `<queue>-poison` (created if missing; same wire text), then Delete. Other failures: Update
 //!   Message with `visibilityTimeout`. Already dequeued more than maxDequeueCount times, or not
 //!   decodable with `messageEncoding`: straight to the poison queue, no invocation.
+//! * Every queue operation (get, delete, release, renew, poison) is retried as the host's Azure
+//!   SDK pipeline retries it: no answer or 408/429/500/502/503/504, 3 retries, back-off from
+//!   0.8 s doubling (Azure.Core `RetryOptions` defaults; see `queue::QueueClient`). A Delete
+//!   sent once and lost would leave the message locked for the 10 min peek-lock.
 //! * Log lines in the host's words ("Executing 'Functions.X' (Reason=..., Id=...)",
 //!   "Executed ... (Failed, ...)", "Message has reached MaxDequeueCount of 5. Moving message to
 //!   queue '...-poison'.") plus the reason, in [`FunctionsHost::log`] and on stderr with
@@ -483,7 +487,7 @@ impl FunctionsHost {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(self.timed_out(what, limit));
+                return Err(self.timed_out(what, limit).await);
             }
             let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
         }
@@ -509,19 +513,48 @@ impl FunctionsHost {
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(self.timed_out("the queues to drain", limit));
+                return Err(self.timed_out("the queues to drain", limit).await);
             }
             let _ = tokio::time::timeout(Duration::from_millis(50), changes.changed()).await;
         }
     }
 
-    fn timed_out(&self, what: &str, limit: Duration) -> String {
+    async fn timed_out(&self, what: &str, limit: Duration) -> String {
         let log = self.journal.lines();
         let tail = &log[log.len().saturating_sub(60)..];
         format!(
-            "timed out after {limit:?} waiting for {what}\n--- host log (last {} lines) ---\n{}",
+            "timed out after {limit:?} waiting for {what}\n--- host log (last {} lines) ---\n{}\n--- {}",
             tail.len(),
-            tail.join("\n")
+            tail.join("\n"),
+            self.running_report().await
+        )
+    }
+
+    /// What this host is doing now, for a test that gave up waiting on it (printed last,
+    /// where a truncated CI log still shows it): the worker process, the invocations still
+    /// running with the last lines their worker wrote about each, and how many messages each
+    /// trigger queue holds (visible or not).
+    pub async fn running_report(&self) -> String {
+        let worker = match self.worker.info() {
+            Some(w) => format!(
+                "worker generation {} (pid {}, port {})",
+                w.generation, w.pid, w.port
+            ),
+            None => "no worker process running".into(),
+        };
+        let mut queues = Vec::new();
+        for q in &self.queues {
+            queues.push(match q.client.approximate_count(&q.queue).await {
+                Ok(n) => format!("queue '{}' holds {n}", q.queue),
+                Err(e) => format!("queue '{}' cannot be counted: {e}", q.queue),
+            });
+        }
+        format!(
+            "host on {}: {worker}; {}; {} invocation(s) running\n{}\n",
+            self.base_url,
+            queues.join(", "),
+            self.in_flight.load(Ordering::SeqCst),
+            self.journal.running_report(5)
         )
     }
 

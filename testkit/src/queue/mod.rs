@@ -26,6 +26,10 @@ pub use xml::QueueMessage;
 
 /// The REST API version sent with every request: accepted by Azurite 3.35 and the service.
 pub const API_VERSION: &str = "2021-08-06";
+/// Retries after the first attempt (Azure.Core `RetryOptions.MaxRetries`).
+const MAX_RETRIES: u32 = 3;
+/// The first back-off, doubled after each retry (Azure.Core `RetryOptions.Delay`).
+const RETRY_DELAY: Duration = Duration::from_millis(800);
 
 /// How message text is encoded on the wire (host.json `extensions.queues.messageEncoding`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -132,6 +136,18 @@ impl QueueError {
         match self {
             QueueError::Service { code, .. } => Some(code),
             _ => None,
+        }
+    }
+
+    /// Whether another attempt may succeed: no answer at all, or a status the Azure SDK's
+    /// retry policy retries (408, 429, 500, 502, 503, 504).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            QueueError::Transport { .. } => true,
+            QueueError::Service { status, .. } => {
+                matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+            }
+            QueueError::Unexpected { .. } => false,
         }
     }
 
@@ -337,7 +353,39 @@ impl QueueClient {
     }
 
     /// Signs and sends one request; any non-2xx answer becomes [`QueueError::Service`].
+    /// Sends one operation, retried as the host's queue client retries it. The Functions host
+    /// reaches its queues through the Azure SDK, whose pipeline retries a request that got no
+    /// answer (connection refused or reset, a pooled connection the server closed as it was
+    /// reused, a timeout) or a 408, 429, 500, 502, 503 or 504, 3 times with exponential
+    /// back-off from 0.8 s (Azure.Core `RetryOptions` defaults). Without it, one connection
+    /// that Azurite closed as it was reused lost a Delete Message, and the message stayed
+    /// locked for the 10-minute peek-lock, where the real host would have deleted it.
     async fn send(
+        &self,
+        op: &'static str,
+        queue: &str,
+        method: Method,
+        url: Url,
+        body: Option<String>,
+    ) -> Result<reqwest::Response, QueueError> {
+        let mut delay = RETRY_DELAY;
+        for _ in 0..MAX_RETRIES {
+            match self
+                .send_once(op, queue, method.clone(), url.clone(), body.clone())
+                .await
+            {
+                Err(e) if e.is_transient() => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                result => return result,
+            }
+        }
+        self.send_once(op, queue, method, url, body).await
+    }
+
+    /// One attempt of [`QueueClient::send`], signed at the time it is sent.
+    async fn send_once(
         &self,
         op: &'static str,
         queue: &str,
@@ -432,6 +480,52 @@ pub fn is_valid_queue_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that hangs up on the first connection without answering, then answers
+    /// `status` on each later one. Returns its endpoint and a count of connections.
+    async fn hang_up_once(
+        status: &'static str,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}/devstoreaccount1", listener.local_addr().unwrap());
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let mut head = [0u8; 4096];
+                    let _ = socket.read(&mut head).await;
+                    continue; // dropped: the request gets no answer
+                }
+                let mut head = [0u8; 4096];
+                let _ = socket.read(&mut head).await;
+                let answer =
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        (endpoint, connections)
+    }
+
+    #[tokio::test]
+    async fn a_request_that_got_no_answer_is_sent_again_as_the_sdk_does() {
+        let (endpoint, connections) = hang_up_once("201 Created").await;
+        let client = QueueClient::new(StorageAccount::azurite(&endpoint).unwrap());
+        assert!(client.create_queue("jobs").await.unwrap(), "created");
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_not_retried() {
+        let (endpoint, connections) = hang_up_once("403 Forbidden").await;
+        let client = QueueClient::new(StorageAccount::azurite(&endpoint).unwrap());
+        let error = client.create_queue("jobs").await.unwrap_err();
+        assert_eq!(error.status(), Some(403));
+        assert!(!error.is_transient());
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
 
     #[test]
     fn base64_encoding_round_trips_and_rejects_raw_text() {
