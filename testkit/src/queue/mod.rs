@@ -352,14 +352,13 @@ impl QueueClient {
         url
     }
 
-    /// Signs and sends one request; any non-2xx answer becomes [`QueueError::Service`].
-    /// Sends one operation, retried as the host's queue client retries it. The Functions host
-    /// reaches its queues through the Azure SDK, whose pipeline retries a request that got no
-    /// answer (connection refused or reset, a pooled connection the server closed as it was
-    /// reused, a timeout) or a 408, 429, 500, 502, 503 or 504, 3 times with exponential
-    /// back-off from 0.8 s (Azure.Core `RetryOptions` defaults). Without it, one connection
-    /// that Azurite closed as it was reused lost a Delete Message, and the message stayed
-    /// locked for the 10-minute peek-lock, where the real host would have deleted it.
+    /// Sends one operation, signed anew for each attempt, and retried as the host's queue
+    /// client retries it. The Functions host reaches its queues through the Azure SDK, whose
+    /// pipeline retries a request that got no answer (connection refused or reset, a pooled
+    /// connection the server closed as it was reused, a timeout) or a 408, 429, 500, 502, 503
+    /// or 504, 3 times with exponential back-off from 0.8 s (Azure.Core `RetryOptions`
+    /// defaults). A Delete Message or release sent once and lost would leave the message
+    /// locked for the 10-minute peek-lock, where the real host would have retried it.
     async fn send(
         &self,
         op: &'static str,
@@ -368,12 +367,10 @@ impl QueueClient {
         url: Url,
         body: Option<String>,
     ) -> Result<reqwest::Response, QueueError> {
+        let body = body.unwrap_or_default();
         let mut delay = RETRY_DELAY;
         for _ in 0..MAX_RETRIES {
-            match self
-                .send_once(op, queue, method.clone(), url.clone(), body.clone())
-                .await
-            {
+            match answer(op, queue, self.signed(&method, &url, &body)).await {
                 Err(e) if e.is_transient() => {
                     tokio::time::sleep(delay).await;
                     delay *= 2;
@@ -381,19 +378,11 @@ impl QueueClient {
                 result => return result,
             }
         }
-        self.send_once(op, queue, method, url, body).await
+        answer(op, queue, self.signed(&method, &url, &body)).await
     }
 
-    /// One attempt of [`QueueClient::send`], signed at the time it is sent.
-    async fn send_once(
-        &self,
-        op: &'static str,
-        queue: &str,
-        method: Method,
-        url: Url,
-        body: Option<String>,
-    ) -> Result<reqwest::Response, QueueError> {
-        let body = body.unwrap_or_default();
+    /// The request, signed now (SharedKey covers `x-ms-date`).
+    fn signed(&self, method: &Method, url: &Url, body: &str) -> reqwest::RequestBuilder {
         let mut headers = vec![
             (
                 "x-ms-date".to_string(),
@@ -408,45 +397,56 @@ impl QueueClient {
                 "application/xml; charset=utf-8".to_string(),
             ));
         }
-        let sts = string_to_sign(self.account.name(), method.as_str(), &url, &headers);
+        let sts = string_to_sign(self.account.name(), method.as_str(), url, &headers);
         let auth = authorization(self.account.name(), self.account.key(), &sts);
-        let mut request = self.http.request(method, url).header("Authorization", auth);
+        let mut request = self
+            .http
+            .request(method.clone(), url.clone())
+            .header("Authorization", auth);
         for (k, v) in &headers {
             request = request.header(k, v);
         }
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|source| QueueError::Transport {
-                op,
-                queue: queue.to_string(),
-                source,
-            })?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let status = response.status().as_u16();
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string()
-        };
-        let (request_id, header_code) = (header("x-ms-request-id"), header("x-ms-error-code"));
-        let text = response.text().await.unwrap_or_default();
-        let (code, message) = xml::parse_error(&text);
-        Err(QueueError::Service {
+        request.body(body.to_string())
+    }
+}
+
+/// Sends one attempt; any non-2xx answer becomes [`QueueError::Service`].
+async fn answer(
+    op: &'static str,
+    queue: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, QueueError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|source| QueueError::Transport {
             op,
             queue: queue.to_string(),
-            status,
-            code: code.unwrap_or(header_code),
-            request_id,
-            message: message.unwrap_or(text),
-        })
+            source,
+        })?;
+    if response.status().is_success() {
+        return Ok(response);
     }
+    let status = response.status().as_u16();
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (request_id, header_code) = (header("x-ms-request-id"), header("x-ms-error-code"));
+    let text = response.text().await.unwrap_or_default();
+    let (code, message) = xml::parse_error(&text);
+    Err(QueueError::Service {
+        op,
+        queue: queue.to_string(),
+        status,
+        code: code.unwrap_or(header_code),
+        request_id,
+        message: message.unwrap_or(text),
+    })
 }
 
 async fn read_text(
