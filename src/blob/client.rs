@@ -142,8 +142,8 @@ impl BlobClient {
     }
 
     /// Put Block: stages `data` (its parts as they are, never joined) as block `block_id` of
-    /// `blob`, with an explicit `Content-Length` and, when given, a `Content-MD5` the service checks (400 on mismatch).
-    /// Staging the same id again replaces the block.
+    /// `blob`, with an explicit `Content-Length` and, when given, a `Content-MD5` the service
+    /// checks (400 on mismatch). Staging the same id again replaces the block.
     pub async fn put_block(
         &self,
         blob: &str,

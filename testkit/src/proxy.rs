@@ -162,9 +162,8 @@ struct State {
     faults: Mutex<Vec<Fault>>,
     counters: Mutex<Counters>,
     log: Mutex<Vec<ProxiedRequest>>,
-    /// Requests received and not yet answered, by arrival number: kind, path, arrival.
-    unanswered: Mutex<HashMap<u64, (RequestKind, String, Instant)>>,
-    arrivals: std::sync::atomic::AtomicU64,
+    /// Requests received and not yet answered, by request number: kind, path, arrival.
+    unanswered: Mutex<HashMap<usize, (RequestKind, String, Instant)>>,
 }
 
 /// A running proxy; stops when dropped.
@@ -201,7 +200,6 @@ impl FaultProxy {
             counters: Mutex::new(Counters::default()),
             log: Mutex::new(Vec::new()),
             unanswered: Mutex::new(HashMap::new()),
-            arrivals: std::sync::atomic::AtomicU64::new(0),
         });
         let with_state = {
             let state = state.clone();
@@ -361,10 +359,6 @@ async fn serve(
     state: Arc<State>,
 ) -> Response<Bytes> {
     let kind = RequestKind::classify(&method, path.as_str(), &query);
-    let arrival = state
-        .arrivals
-        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    lock(&state.unanswered).insert(arrival, (kind, path.as_str().to_string(), Instant::now()));
     let fault = take_fault(&mut lock(&state.faults), kind);
     let injected = fault.is_some();
     let request_no = {
@@ -375,6 +369,10 @@ async fn serve(
         }
         counters.seen.values().sum::<usize>()
     };
+    lock(&state.unanswered).insert(
+        request_no,
+        (kind, path.as_str().to_string(), Instant::now()),
+    );
     let (response, target_status) = match fault {
         Some(fault) => {
             let mut target_status = None;
@@ -402,7 +400,7 @@ async fn serve(
         injected,
         at: Instant::now(),
     });
-    lock(&state.unanswered).remove(&arrival);
+    lock(&state.unanswered).remove(&request_no);
     response
 }
 
@@ -570,5 +568,31 @@ mod tests {
             Some(("http://127.0.0.1:10000", ""))
         );
         assert_eq!(split_origin("https://x"), None);
+    }
+
+    #[tokio::test]
+    async fn a_request_waiting_for_its_answer_is_listed_until_it_is_answered() {
+        // No target: an injected status is answered without forwarding.
+        let proxy = FaultProxy::start("http://127.0.0.1:9/devstoreaccount1")
+            .await
+            .unwrap();
+        proxy.inject(
+            Fault::status(RequestKind::GetProperties, 1, 503)
+                .with_delay(Duration::from_millis(500)),
+        );
+        let url = format!("{}/c/b", proxy.endpoint());
+        let head = tokio::spawn(async move { reqwest::Client::new().head(url).send().await });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while proxy.unanswered().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let waiting = proxy.unanswered();
+        assert_eq!(waiting.len(), 1, "{waiting:?}");
+        assert!(
+            waiting[0].starts_with("GetProperties /devstoreaccount1/c/b for "),
+            "{waiting:?}"
+        );
+        assert_eq!(head.await.unwrap().unwrap().status(), 503);
+        assert!(proxy.unanswered().is_empty());
     }
 }

@@ -94,19 +94,13 @@ pub(crate) struct RunningInvocation {
     pub started: SystemTime,
 }
 
-/// How the listener's log lines about failed queue operations begin.
-const QUEUE_FAILURES: [&str; 4] = [
-    "Unable to ",
-    "Polling queue ",
-    "Renewing the peek-lock ",
-    "Moving message ",
-];
-
 #[derive(Default)]
 struct Entries {
     log: Vec<String>,
     /// By invocation id.
     running: BTreeMap<String, RunningInvocation>,
+    /// The log lines of queue operations that failed.
+    queue_failures: Vec<String>,
     worker_output: String,
     worker_lines: Vec<WorkerLine>,
     invocations: Vec<InvocationRecord>,
@@ -138,11 +132,28 @@ impl Journal {
 
     /// Appends a host log line, time-stamped like `func start` prints it.
     pub fn log(&self, line: impl AsRef<str>) {
-        let line = format!("[{}] {}", timestamp(SystemTime::now()), line.as_ref());
+        let line = self.stamped(line.as_ref());
+        self.with(|e| e.log.push(line));
+    }
+
+    /// Logs a queue operation that failed (a poll, a delete, a release, a renewal, a move to
+    /// the poison queue), and keeps it for [`Journal::running_report`]: such a failure can
+    /// leave a message locked with nobody running it.
+    pub fn queue_failed(&self, line: impl AsRef<str>) {
+        let line = self.stamped(line.as_ref());
+        self.with(|e| {
+            e.queue_failures.push(line.clone());
+            e.log.push(line)
+        });
+    }
+
+    /// `line` time-stamped like `func start` prints it (and echoed when asked).
+    fn stamped(&self, line: &str) -> String {
+        let line = format!("[{}] {line}", timestamp(SystemTime::now()));
         if self.echo {
             eprintln!("{line}");
         }
-        self.with(|e| e.log.push(line));
+        line
     }
 
     /// Appends a line the worker wrote, at the severity the host records it (also to the
@@ -179,15 +190,7 @@ impl Journal {
     pub fn running_report(&self, lines_each: usize) -> String {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let mut report = String::new();
-        // A queue operation that failed can leave a message locked with nobody running it.
-        let failed: Vec<&String> = entries
-            .log
-            .iter()
-            .filter(|l| {
-                let text = l.split_once("] ").map_or(l.as_str(), |(_, t)| t);
-                QUEUE_FAILURES.iter().any(|m| text.starts_with(m))
-            })
-            .collect();
+        let failed = &entries.queue_failures;
         if !failed.is_empty() {
             report.push_str("queue operations that failed (the last 10):\n");
             for line in &failed[failed.len().saturating_sub(10)..] {
@@ -307,7 +310,7 @@ mod tests {
         journal.log(
             "Message has reached MaxDequeueCount of 5. Moving message to queue 'jobs-poison'.",
         );
-        journal.log(
+        journal.queue_failed(
             "Unable to delete queue message: Delete Message on queue `jobs`: connection closed",
         );
         let report = journal.running_report(5);

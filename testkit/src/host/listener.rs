@@ -107,7 +107,7 @@ impl QueueListener {
                 Err(e) => {
                     let text = e.to_string();
                     if text != last_error {
-                        self.journal.log(format!(
+                        self.journal.queue_failed(format!(
                             "Polling queue '{}' failed (backing off): {text}",
                             self.queue
                         ));
@@ -278,7 +278,7 @@ impl QueueListener {
                         _ = renew.tick() => {
                             match self.client.update_visibility(&self.queue, &message.id, &pop_receipt, self.peek_lock).await {
                                 Ok(receipt) => pop_receipt = receipt.pop_receipt,
-                                Err(e) => self.journal.log(format!("Renewing the peek-lock of message {} failed: {e}", message.id)),
+                                Err(e) => self.journal.queue_failed(format!("Renewing the peek-lock of message {} failed: {e}", message.id)),
                             }
                         }
                     }
@@ -338,7 +338,7 @@ impl QueueListener {
             .put_message(&self.poison_queue, &message.text)
             .await
         {
-            self.journal.log(format!(
+            self.journal.queue_failed(format!(
                 "Moving message {} to '{}' failed; it stays in '{}': {e}",
                 message.id, self.poison_queue, self.queue
             ));
@@ -365,12 +365,12 @@ impl QueueListener {
     fn complete(&self, result: Result<(), QueueError>, what: &str) {
         match result {
             Ok(()) => {}
-            Err(e) if e.is_gone() => self.journal.log(format!(
+            Err(e) if e.is_gone() => self.journal.queue_failed(format!(
                 "Unable to {what} queue message (already gone): {e}"
             )),
             Err(e) => self
                 .journal
-                .log(format!("Unable to {what} queue message: {e}")),
+                .queue_failed(format!("Unable to {what} queue message: {e}")),
         }
     }
 }
