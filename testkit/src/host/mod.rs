@@ -99,7 +99,8 @@
 //!   decodable with `messageEncoding`: straight to the poison queue, no invocation.
 //! * Every queue operation (get, delete, release, renew, poison) is retried as the host's Azure
 //!   SDK pipeline retries it: no answer or 408/429/500/502/503/504, 3 retries, back-off from
-//!   0.8 s doubling (Azure.Core `RetryOptions` defaults; see `queue::QueueClient`). A Delete
+//!   0.8 s doubling (Azure.Core's defaults, azure-sdk-for-net
+//!   `sdk/core/Azure.Core/samples/Configuration.md`; see `queue::QueueClient`). A Delete
 //!   sent once and lost would leave the message locked for the 10 min peek-lock.
 //! * Log lines in the host's words ("Executing 'Functions.X' (Reason=..., Id=...)",
 //!   "Executed ... (Failed, ...)", "Message has reached MaxDequeueCount of 5. Moving message to

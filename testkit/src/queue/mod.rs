@@ -356,8 +356,8 @@ impl QueueClient {
     /// client retries it. The Functions host reaches its queues through the Azure SDK, whose
     /// pipeline retries a request that got no answer (connection refused or reset, a pooled
     /// connection the server closed as it was reused, a timeout) or a 408, 429, 500, 502, 503
-    /// or 504, 3 times with exponential back-off from 0.8 s (Azure.Core `RetryOptions`
-    /// defaults). A Delete Message or release sent once and lost would leave the message
+    /// or 504, 3 times with exponential back-off from 0.8 s (Azure.Core's defaults, stated in
+    /// azure-sdk-for-net `sdk/core/Azure.Core/samples/Configuration.md`). A Delete Message or release sent once and lost would leave the message
     /// locked for the 10-minute peek-lock, where the real host would have retried it.
     async fn send(
         &self,
